@@ -37,7 +37,9 @@ fn find(a: &Analysis, m: u64, basis: Basis) -> &Scenario {
 }
 
 /// (name, target, pages now, pages then, extra) of the caches that change, and the total.
-fn changed(s: &Scenario) -> (Vec<(&str, u64, u64, u64, i64)>, i64) {
+type Changed<'a> = Vec<(&'a str, u64, u64, u64, i64)>;
+
+fn changed(s: &Scenario) -> (Changed<'_>, i64) {
     let rows = s
         .changed()
         .map(|c| {
