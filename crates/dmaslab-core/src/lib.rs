@@ -1,10 +1,60 @@
 //! dmaslab-core: a kmalloc-style slab allocator for `no_std` (no `alloc`), with the three DMA
 //! alignment policies of DESIGN.md.
+//!
+//! - [`PageSource`]: where pages come from ([`ArenaPageSource`] over a region; with the `std`
+//!   feature, [`MmapPageSource`]).
+//! - [`Kmalloc`]: kmalloc size classes 8 .. 8k (plus `dma-kmalloc-*` under B and C), user caches
+//!   (`kmem_cache_create`), large page runs, statistics as `/proc/slabinfo`, and
+//!   [`Kmalloc::owner_of`] for the DMA layer.
+//!
+//! Guarantees, in every policy: `kmalloc(2^k)` is aligned to `2^k` up to
+//! [`Kmalloc::max_natural_align`] (half a segment: 1 MiB by default), 96-byte objects to 32 and
+//! 192-byte objects to 64; out of memory returns `None` and leaves the allocator usable; freeing a
+//! pointer the allocator never handed out is an error value, not undefined behaviour.
+//!
+//! ```
+//! use core::mem::MaybeUninit;
+//! use dmaslab_core::{ArenaPageSource, Config, Gfp, Kmalloc, Policy};
+//! let mut mem = vec![MaybeUninit::new(0u8); 4 << 20];
+//! let arena = ArenaPageSource::new(&mut mem).unwrap();
+//! let k = Kmalloc::new(arena, Config::new(Policy::B).seg_order(6)).unwrap();
+//! let p = k.kmalloc(512, Gfp::KERNEL).unwrap();
+//! assert_eq!(p.as_ptr() as usize % 512, 0);
+//! let d = k.kmalloc(4, Gfp::DMA).unwrap(); // a dma-kmalloc-64 object
+//! assert_eq!(k.ksize(d.as_ptr()), Some(64));
+//! unsafe { k.kfree(p.as_ptr()).unwrap(); k.kfree(d.as_ptr()).unwrap(); }
+//! ```
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
 
 #[cfg(any(test, feature = "std"))]
 extern crate std;
 
+mod arena;
+mod buddy;
 pub mod geometry;
+mod kmalloc;
+mod kmem_cache;
+#[cfg(feature = "std")]
+mod mmap;
+mod page_layer;
+mod page_source;
+mod policy;
+mod segment;
+mod segment_map;
 pub mod size_class;
+mod slab;
+mod spin;
+mod stats;
+
+pub use arena::{ArenaError, ArenaPageSource};
+pub use kmalloc::{CacheError, CacheId, Kmalloc, Owner, MAX_CACHES};
+pub use kmem_cache::{Ctor, FreeError};
+#[cfg(feature = "std")]
+pub use mmap::MmapPageSource;
+pub use page_layer::{PageCounts, PAGE_DESC_BYTES};
+pub use page_source::{PageSource, DEFAULT_PAGE_SIZE};
+pub use policy::{Config, ConfigError, Gfp, Policy, DMA_MINALIGNS};
+pub use spin::{SpinGuard, SpinLock};
+pub use stats::{write_slabinfo_header, CacheName, SlabInfo, Totals};

@@ -7,7 +7,9 @@
 //! `(size - 1) / 8`, larger ones by the next power of two, as `kmalloc_slab()` does.
 
 /// Every kmalloc class, smallest first.
-pub const KMALLOC_CLASSES: [usize; 13] = [8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192];
+pub const KMALLOC_CLASSES: [usize; 13] = [
+    8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192,
+];
 
 /// Number of kmalloc classes (the length of [`KMALLOC_CLASSES`]).
 pub const NR_KMALLOC_CLASSES: usize = KMALLOC_CLASSES.len();
@@ -137,7 +139,11 @@ mod tests {
         for m in [8, 32, 64, 128, 256] {
             let t = SizeClasses::new(m).unwrap();
             for size in 1..=KMALLOC_MAX_CACHE_SIZE {
-                assert_eq!(t.class_for(size), Some(reference(size, m)), "size {size} minalign {m}");
+                assert_eq!(
+                    t.class_for(size),
+                    Some(reference(size, m)),
+                    "size {size} minalign {m}"
+                );
                 assert_eq!(target_class(size, m), Some(reference(size, m)));
             }
             assert_eq!(t.class_for(KMALLOC_MAX_CACHE_SIZE + 1), None);
@@ -166,8 +172,14 @@ mod tests {
     #[test]
     fn aligned_requests_skip_weakly_aligned_classes() {
         let t = SizeClasses::new(8).unwrap();
-        assert_eq!(t.index_for_aligned(90, 64).map(|i| KMALLOC_CLASSES[i]), Some(128));
-        assert_eq!(t.index_for_aligned(8, 4096).map(|i| KMALLOC_CLASSES[i]), Some(4096));
+        assert_eq!(
+            t.index_for_aligned(90, 64).map(|i| KMALLOC_CLASSES[i]),
+            Some(128)
+        );
+        assert_eq!(
+            t.index_for_aligned(8, 4096).map(|i| KMALLOC_CLASSES[i]),
+            Some(4096)
+        );
         assert_eq!(t.index_for_aligned(8, 16384), None);
     }
 

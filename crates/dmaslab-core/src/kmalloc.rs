@@ -1,0 +1,893 @@
+//! kmalloc: size-class caches, large page runs and the policies, on top of `kmem_cache`.
+
+use crate::kmem_cache::{Ctor, FreeError, KmemCache};
+use crate::page_layer::PageLayer;
+use crate::page_source::PageSource;
+use crate::policy::{Config, ConfigError, Gfp, Policy, DMA_MINALIGNS};
+use crate::segment::{PageDesc, PageKind, SegmentHeader, SEG_HUGE};
+use crate::segment_map::SegmentMap;
+use crate::size_class::{natural_align, SizeClasses, KMALLOC_CLASSES, NR_KMALLOC_CLASSES};
+use crate::spin::SpinLock;
+use crate::stats::{write_slabinfo_header, CacheName, SlabInfo, Totals};
+use core::fmt::{self, Write};
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// How many caches one allocator can hold: the kmalloc and dma-kmalloc caches (at most 26) and
+/// the user's.
+pub const MAX_CACHES: usize = 64;
+const NO_CACHE: u16 = u16::MAX;
+
+/// A cache of a [`Kmalloc`]: its index in the allocator's cache table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CacheId(u16);
+
+impl CacheId {
+    /// The index of the cache in the allocator's table.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// Why a cache could not be created or destroyed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheError {
+    /// All [`MAX_CACHES`] slots are taken.
+    NoSlot,
+    /// Objects this large do not fit a slab inside a segment.
+    TooLarge(usize),
+    /// The alignment is not a power of two, or exceeds the page size.
+    BadAlign(usize),
+    /// The cache still has live objects; it was left as it was.
+    Busy {
+        /// Objects still allocated.
+        live: usize,
+    },
+    /// No such cache (never created, or destroyed), or a kmalloc cache (those are permanent).
+    NotACache,
+}
+
+impl fmt::Display for CacheError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CacheError::NoSlot => write!(f, "no free cache slot (at most {MAX_CACHES} caches)"),
+            CacheError::TooLarge(s) => write!(f, "object size {s} is too large for a slab"),
+            CacheError::BadAlign(a) => {
+                write!(f, "alignment {a} is not a power of two up to the page size")
+            }
+            CacheError::Busy { live } => write!(f, "cache still has {live} live objects"),
+            CacheError::NotACache => write!(f, "no such cache"),
+        }
+    }
+}
+
+/// Who owns a byte of memory: what the DMA layer asks to decide whether a cache line is shared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Owner {
+    /// A slab object slot. A free slot (`live == false`) still belongs to the allocator: its
+    /// first word holds the free-list link and it may be handed out at any moment.
+    Object {
+        /// First byte of the object.
+        start: usize,
+        /// Its size (`ksize`).
+        size: usize,
+        /// Handed out and not freed.
+        live: bool,
+        /// Its cache.
+        cache: CacheId,
+    },
+    /// A live large kmalloc run or huge allocation.
+    Large {
+        /// First byte.
+        start: usize,
+        /// Its size (`ksize`).
+        size: usize,
+    },
+    /// Allocator metadata: a segment's header and page descriptors.
+    Metadata {
+        /// First byte of the metadata run.
+        start: usize,
+        /// Its length.
+        size: usize,
+    },
+    /// Inside a segment but nobody's: a free page, or the unused tail of a slab.
+    Unused,
+    /// Not memory of this allocator.
+    Foreign,
+}
+
+/// Where an address lies, before any lock is taken.
+enum Loc {
+    Slab {
+        head: *mut PageDesc,
+        cache: u16,
+    },
+    Large {
+        seg: *mut SegmentHeader,
+        head: usize,
+    },
+    Huge {
+        seg: *mut SegmentHeader,
+        start: usize,
+        end: usize,
+    },
+    Header {
+        seg: *mut SegmentHeader,
+        pages: usize,
+    },
+    FreePage,
+    Foreign,
+}
+
+/// The allocator: kmalloc size classes, optional DMA caches, user caches, and large runs, over
+/// one page source.
+///
+/// Safe to share between threads (`P: Send`): each cache has its own lock, the page layer one
+/// more (taken after a cache's, never before).
+///
+/// # Invariants
+/// `kmalloc_caches[i]` (and `dma_caches[i]`) name the live cache serving kmalloc class
+/// `KMALLOC_CLASSES[i]` or are [`NO_CACHE`] when the class does not exist under the policy.
+/// Every slab page's descriptor names a live cache in `caches`.
+pub struct Kmalloc<P: PageSource> {
+    config: Config,
+    classes: SizeClasses,
+    dma_classes: SizeClasses,
+    page_shift: u32,
+    seg_shift: u32,
+    max_run_order: u32,
+    pages: SpinLock<PageLayer<P>>,
+    map: SegmentMap,
+    caches: [SpinLock<KmemCache>; MAX_CACHES],
+    kmalloc_caches: [u16; NR_KMALLOC_CLASSES],
+    dma_caches: [u16; NR_KMALLOC_CLASSES],
+    create_lock: SpinLock<()>,
+    bytes_requested: AtomicU64,
+    bytes_handed_out: AtomicU64,
+    bytes_in_use: AtomicU64,
+    live_allocations: AtomicU64,
+}
+
+/// The kmalloc name of class `size`: `96`, `1k`, `8k`.
+fn class_label(size: usize, out: &mut CacheName, prefix: &str) {
+    let _ = out.write_str(prefix);
+    let _ = if size >= 1024 {
+        write!(out, "{}k", size / 1024)
+    } else {
+        write!(out, "{size}")
+    };
+}
+
+impl<P: PageSource> Kmalloc<P> {
+    /// An allocator over `source` with `config`.
+    pub fn new(source: P, config: Config) -> Result<Self, ConfigError> {
+        if !DMA_MINALIGNS.contains(&config.dma_minalign) {
+            return Err(ConfigError::DmaMinalign(config.dma_minalign));
+        }
+        let page_size = source.page_size();
+        if !page_size.is_power_of_two() || page_size < 1024 {
+            return Err(ConfigError::PageSize(page_size));
+        }
+        if !(5..=16).contains(&config.seg_order)
+            || config.seg_order + page_size.trailing_zeros() >= usize::BITS - 1
+        {
+            return Err(ConfigError::SegOrder(config.seg_order));
+        }
+        let page_shift = page_size.trailing_zeros();
+        let seg_shift = page_shift + config.seg_order;
+        let pages = PageLayer::new(source, config.seg_order, config.discard_threshold);
+        let max_run_order = pages.max_run_order();
+        if max_run_order < crate::geometry::SLAB_MAX_ORDER {
+            return Err(ConfigError::SegOrder(config.seg_order));
+        }
+        let classes = SizeClasses::new(config.kmalloc_minalign()).expect("minalign checked above");
+        let dma_classes = SizeClasses::new(config.dma_minalign).expect("checked above");
+        let mut k = Kmalloc {
+            config,
+            classes,
+            dma_classes,
+            page_shift,
+            seg_shift,
+            max_run_order,
+            pages: SpinLock::new(pages),
+            map: SegmentMap::new(seg_shift),
+            caches: [const { SpinLock::new(KmemCache::UNUSED) }; MAX_CACHES],
+            kmalloc_caches: [NO_CACHE; NR_KMALLOC_CLASSES],
+            dma_caches: [NO_CACHE; NR_KMALLOC_CLASSES],
+            create_lock: SpinLock::new(()),
+            bytes_requested: AtomicU64::new(0),
+            bytes_handed_out: AtomicU64::new(0),
+            bytes_in_use: AtomicU64::new(0),
+            live_allocations: AtomicU64::new(0),
+        };
+        let mut next = 0u16;
+        let m = config.kmalloc_minalign();
+        let with_dma = m < config.dma_minalign;
+        for (i, &class) in KMALLOC_CLASSES.iter().enumerate() {
+            if crate::size_class::class_exists(class, m) {
+                let mut name = CacheName::EMPTY;
+                class_label(class, &mut name, "kmalloc-");
+                k.setup_cache(next, name, class, natural_align(class), None);
+                k.kmalloc_caches[i] = next;
+                next += 1;
+            }
+        }
+        for (i, &class) in KMALLOC_CLASSES.iter().enumerate() {
+            if with_dma && crate::size_class::class_exists(class, config.dma_minalign) {
+                let mut name = CacheName::EMPTY;
+                class_label(class, &mut name, "dma-kmalloc-");
+                k.setup_cache(next, name, class, natural_align(class), None);
+                k.dma_caches[i] = next;
+                next += 1;
+            }
+        }
+        Ok(k)
+    }
+
+    fn setup_cache(
+        &mut self,
+        id: u16,
+        name: CacheName,
+        size: usize,
+        align: usize,
+        ctor: Option<Ctor>,
+    ) {
+        let (ps, ss, secret, keep) = (
+            self.page_shift,
+            self.seg_shift,
+            self.config.secret,
+            self.config.empty_slabs_kept,
+        );
+        self.caches[id as usize]
+            .get_mut()
+            .setup(id, name, size, align, ctor, ps, ss, secret, keep);
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> Policy {
+        self.config.policy
+    }
+
+    /// The kmalloc minimum alignment (the DMA line under A, 8 under B and C).
+    pub fn kmalloc_minalign(&self) -> usize {
+        self.config.kmalloc_minalign()
+    }
+
+    /// The page size.
+    pub fn page_size(&self) -> usize {
+        1 << self.page_shift
+    }
+
+    /// The largest size (and alignment) a large run is naturally aligned to: half a segment.
+    /// Larger allocations get a huge segment of their own and are page-aligned only.
+    pub fn max_natural_align(&self) -> usize {
+        self.page_size() << self.max_run_order
+    }
+
+    /// The cache serving kmalloc requests of `size` with `gfp`, if a slab cache serves them.
+    pub fn kmalloc_cache(&self, size: usize, gfp: Gfp) -> Option<CacheId> {
+        self.cache_for(size, 1, gfp).map(CacheId)
+    }
+
+    fn cache_for(&self, size: usize, align: usize, gfp: Gfp) -> Option<u16> {
+        let dma = gfp.contains(Gfp::DMA) && self.dma_caches.iter().any(|&c| c != NO_CACHE);
+        let (table, ids) = if dma {
+            (&self.dma_classes, &self.dma_caches)
+        } else {
+            (&self.classes, &self.kmalloc_caches)
+        };
+        let i = if align <= 8 {
+            table.index_for(size)?
+        } else {
+            table.index_for_aligned(size, align)?
+        };
+        let id = ids[i];
+        (id != NO_CACHE).then_some(id)
+    }
+
+    /// Allocates `size` bytes: a slab object up to 8 KiB, whole pages above.
+    #[inline]
+    pub fn kmalloc(&self, size: usize, gfp: Gfp) -> Option<NonNull<u8>> {
+        self.kmalloc_aligned(size, 1, gfp)
+    }
+
+    /// Allocates `size` zeroed bytes.
+    pub fn kzalloc(&self, size: usize, gfp: Gfp) -> Option<NonNull<u8>> {
+        self.kmalloc_aligned(size, 1, gfp | Gfp::ZERO)
+    }
+
+    /// Allocates `size` bytes aligned to `align` (a power of two).
+    ///
+    /// The rule: the smallest class that holds `size` and whose natural alignment (largest power
+    /// of two dividing it) is at least `align`; if no slab class qualifies, a page run of
+    /// `max(size, align)` bytes rounded up to a power-of-two number of pages, aligned to its size.
+    /// Runs above [`max_natural_align`](Self::max_natural_align) are page-aligned only, so an
+    /// alignment above the page size fails for them.
+    pub fn kmalloc_aligned(&self, size: usize, align: usize, gfp: Gfp) -> Option<NonNull<u8>> {
+        if !align.is_power_of_two() {
+            return None;
+        }
+        let (p, got) = match self.cache_for(size, align, gfp) {
+            Some(id) => {
+                let mut c = self.caches[id as usize].lock();
+                let p = c
+                    .alloc(&self.pages, &self.map)
+                    .unwrap_or_else(|e| corrupted(e))?;
+                (p, c.size)
+            }
+            None => self.alloc_large(size.max(align), align)?,
+        };
+        self.account_alloc(size, got);
+        if gfp.contains(Gfp::ZERO) {
+            // SAFETY: the allocation is at least `size` bytes and ours.
+            unsafe { p.as_ptr().write_bytes(0, size) };
+        }
+        Some(p)
+    }
+
+    fn account_alloc(&self, size: usize, got: usize) {
+        self.bytes_requested
+            .fetch_add(size as u64, Ordering::Relaxed);
+        self.bytes_handed_out
+            .fetch_add(got as u64, Ordering::Relaxed);
+        self.bytes_in_use.fetch_add(got as u64, Ordering::Relaxed);
+        self.live_allocations.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn account_free(&self, got: usize) {
+        self.bytes_in_use.fetch_sub(got as u64, Ordering::Relaxed);
+        self.live_allocations.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn alloc_large(&self, bytes: usize, align: usize) -> Option<(NonNull<u8>, usize)> {
+        let pages = bytes.max(1).checked_add(self.page_size() - 1)? >> self.page_shift;
+        let order = pages.checked_next_power_of_two()?.trailing_zeros();
+        let mut pl = self.pages.lock();
+        if order <= self.max_run_order {
+            let (seg, i) = pl.alloc_run(&self.map, order, PageKind::Large, NO_CACHE)?;
+            // SAFETY: the run lies in `seg`.
+            let p = unsafe { SegmentHeader::page_ptr(seg, i, self.page_shift) };
+            Some((NonNull::new(p)?, self.page_size() << order))
+        } else if align <= self.page_size() {
+            let p = pl.alloc_huge(&self.map, bytes)?;
+            Some((p, pages << self.page_shift))
+        } else {
+            None
+        }
+    }
+
+    fn locate(&self, addr: usize) -> Loc {
+        let seg_addr = addr & !((1usize << self.seg_shift) - 1);
+        let Some(seg) = self.map.lookup(seg_addr) else {
+            return Loc::Foreign;
+        };
+        let seg = seg.as_ptr().cast::<SegmentHeader>();
+        // SAFETY: the map holds only live segments; headers are never freed while registered.
+        unsafe {
+            if !(*seg).is_live() {
+                return Loc::Foreign;
+            }
+            if (*seg).kind == SEG_HUGE {
+                let start = seg as usize + self.page_size();
+                let end = seg as usize + (self.page_size() << (*seg).order);
+                return if addr >= start {
+                    Loc::Huge { seg, start, end }
+                } else {
+                    Loc::Header { seg, pages: 1 }
+                };
+            }
+            let i = SegmentHeader::page_index(seg, addr, self.page_shift);
+            let hp = (*seg).header_pages as usize;
+            if i < hp {
+                return Loc::Header { seg, pages: hp };
+            }
+            let d = SegmentHeader::desc_ptr(seg, i);
+            match (*d).kind() {
+                PageKind::Slab | PageKind::SlabTail => {
+                    let head =
+                        SegmentHeader::desc_ptr(seg, (*d).head.load(Ordering::Acquire) as usize);
+                    Loc::Slab {
+                        head,
+                        cache: (*head).cache.load(Ordering::Acquire),
+                    }
+                }
+                PageKind::Large | PageKind::LargeTail => Loc::Large {
+                    seg,
+                    head: (*d).head.load(Ordering::Acquire) as usize,
+                },
+                PageKind::Free | PageKind::Header => Loc::FreePage,
+            }
+        }
+    }
+
+    /// Frees an allocation from kmalloc or any cache of this allocator. Null is ignored.
+    ///
+    /// Pointers this allocator never handed out, interior pointers and pointers into free memory
+    /// are reported as [`FreeError::InvalidPointer`] and change nothing; freeing the object at the
+    /// head of its slab's free list again is [`FreeError::DoubleFree`].
+    ///
+    /// # Safety
+    /// If `ptr` is a live allocation of this allocator, nothing uses it afterwards.
+    pub unsafe fn kfree(&self, ptr: *mut u8) -> Result<(), FreeError> {
+        if ptr.is_null() {
+            return Ok(());
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe { self.free_checked(ptr, None) }
+    }
+
+    /// # Safety
+    /// As for [`kfree`](Self::kfree).
+    unsafe fn free_checked(&self, ptr: *mut u8, expect: Option<u16>) -> Result<(), FreeError> {
+        let addr = ptr as usize;
+        match self.locate(addr) {
+            Loc::Slab { head, cache } => {
+                if expect.is_some_and(|e| e != cache) {
+                    return Err(FreeError::WrongCache(addr));
+                }
+                let mut c = self.caches[cache as usize].lock();
+                // SAFETY: `kind` and `cache` of a slab head are stable under its cache's lock.
+                let still = unsafe {
+                    (*head).kind() == PageKind::Slab
+                        && (*head).cache.load(Ordering::Acquire) == cache
+                };
+                if !still || !c.live {
+                    return Err(FreeError::InvalidPointer(addr));
+                }
+                let size = c.size;
+                // SAFETY: `head` is a slab of this cache (checked under its lock) holding `ptr`.
+                unsafe { c.free(head, ptr, &self.pages, &self.map)? };
+                drop(c);
+                self.account_free(size);
+                Ok(())
+            }
+            Loc::Large { seg, head } => {
+                if expect.is_some() {
+                    return Err(FreeError::WrongCache(addr));
+                }
+                let mut pl = self.pages.lock();
+                // SAFETY: large-run descriptors are stable under the page-layer lock.
+                unsafe {
+                    let d = SegmentHeader::desc_ptr(seg, head);
+                    if (*d).kind() != PageKind::Large
+                        || SegmentHeader::page_ptr(seg, head, self.page_shift) as usize != addr
+                    {
+                        return Err(FreeError::InvalidPointer(addr));
+                    }
+                    let size = self.page_size() << (*d).link.order;
+                    pl.free_run(&self.map, seg, head);
+                    drop(pl);
+                    self.account_free(size);
+                }
+                Ok(())
+            }
+            Loc::Huge { seg, start, end } => {
+                if addr != start || expect.is_some() {
+                    return Err(FreeError::InvalidPointer(addr));
+                }
+                let mut pl = self.pages.lock();
+                // Re-check under the lock: a racing free may have released it.
+                if self.map.lookup(seg as usize).is_none() {
+                    return Err(FreeError::DoubleFree(addr));
+                }
+                // SAFETY: a live huge segment whose object the caller gives up.
+                unsafe { pl.free_huge(&self.map, seg) };
+                drop(pl);
+                self.account_free(end - start);
+                Ok(())
+            }
+            Loc::Header { .. } | Loc::FreePage | Loc::Foreign => {
+                Err(FreeError::InvalidPointer(addr))
+            }
+        }
+    }
+
+    /// The usable size of the allocation starting at `ptr`, or `None` if `ptr` is not the start
+    /// of a live allocation's slot of this allocator (slab objects are not checked for being
+    /// free: that costs a free-list walk; see [`owner_of`](Self::owner_of)).
+    pub fn ksize(&self, ptr: *const u8) -> Option<usize> {
+        let addr = ptr as usize;
+        match self.locate(addr) {
+            Loc::Slab { head, cache } => {
+                let c = self.caches[cache as usize].lock();
+                // SAFETY: stable under the cache lock; checked before use.
+                unsafe {
+                    if (*head).kind() != PageKind::Slab
+                        || (*head).cache.load(Ordering::Acquire) != cache
+                    {
+                        return None;
+                    }
+                    let base = c.slab_base(head);
+                    c.geom()
+                        .is_object_start(addr.wrapping_sub(base as usize))
+                        .then_some(c.size)
+                }
+            }
+            Loc::Large { seg, head } => {
+                let _pl = self.pages.lock();
+                // SAFETY: stable under the page-layer lock.
+                unsafe {
+                    let d = SegmentHeader::desc_ptr(seg, head);
+                    let start = SegmentHeader::page_ptr(seg, head, self.page_shift) as usize;
+                    ((*d).kind() == PageKind::Large && start == addr)
+                        .then(|| self.page_size() << (*d).link.order)
+                }
+            }
+            Loc::Huge { start, end, .. } => (addr == start).then_some(end - start),
+            _ => None,
+        }
+    }
+
+    /// The size kmalloc would really hand out for a request of `size` bytes.
+    pub fn kmalloc_size_roundup(&self, size: usize) -> usize {
+        match self.classes.class_for(size) {
+            Some(c) => c,
+            None => {
+                let pages = size.div_ceil(self.page_size());
+                let order = pages.next_power_of_two().trailing_zeros();
+                if order <= self.max_run_order {
+                    self.page_size() << order
+                } else {
+                    pages << self.page_shift
+                }
+            }
+        }
+    }
+
+    /// Resizes the allocation at `ptr` to `new_size` bytes, in place when it fits. Null `ptr`
+    /// allocates; `new_size == 0` frees `ptr` and returns `None`. On failure `ptr` is untouched.
+    ///
+    /// # Safety
+    /// `ptr` is null or a live allocation of this allocator; on success the caller uses only the
+    /// returned pointer afterwards.
+    pub unsafe fn krealloc(&self, ptr: *mut u8, new_size: usize, gfp: Gfp) -> Option<NonNull<u8>> {
+        if ptr.is_null() {
+            return self.kmalloc(new_size, gfp);
+        }
+        if new_size == 0 {
+            // SAFETY: forwarded from the caller.
+            let _ = unsafe { self.kfree(ptr) };
+            return None;
+        }
+        let old = self.ksize(ptr)?;
+        if new_size <= old && self.kmalloc_size_roundup(new_size) * 2 > old {
+            return NonNull::new(ptr);
+        }
+        let new = self.kmalloc(new_size, gfp)?;
+        // SAFETY: both are live allocations of at least the copied length, and distinct.
+        unsafe {
+            core::ptr::copy_nonoverlapping(ptr, new.as_ptr(), old.min(new_size));
+            let _ = self.kfree(ptr);
+        }
+        Some(new)
+    }
+
+    /// Creates a cache of `size`-byte objects aligned to `align`; `ctor` runs on every object
+    /// handed out (documented difference from Linux, where it runs once per slab).
+    pub fn kmem_cache_create(
+        &self,
+        name: &str,
+        size: usize,
+        align: usize,
+        ctor: Option<Ctor>,
+    ) -> Result<CacheId, CacheError> {
+        let align = align.max(1);
+        if !align.is_power_of_two() || align > self.page_size() {
+            return Err(CacheError::BadAlign(align));
+        }
+        let stride = size
+            .max(1)
+            .next_multiple_of(align.max(core::mem::size_of::<usize>()));
+        if crate::geometry::slab_order(stride, self.page_size()) > self.max_run_order
+            || stride > u32::MAX as usize
+        {
+            return Err(CacheError::TooLarge(size));
+        }
+        let _g = self.create_lock.lock();
+        for (i, slot) in self.caches.iter().enumerate() {
+            let mut c = slot.lock();
+            if !c.live {
+                c.setup(
+                    i as u16,
+                    CacheName::new(name),
+                    size,
+                    align,
+                    ctor,
+                    self.page_shift,
+                    self.seg_shift,
+                    self.config.secret,
+                    self.config.empty_slabs_kept,
+                );
+                return Ok(CacheId(i as u16));
+            }
+        }
+        Err(CacheError::NoSlot)
+    }
+
+    fn is_kmalloc_cache(&self, id: u16) -> bool {
+        self.kmalloc_caches.contains(&id) || self.dma_caches.contains(&id)
+    }
+
+    /// Allocates an object from cache `id`; `None` when out of memory or `id` is dead.
+    pub fn kmem_cache_alloc(&self, id: CacheId) -> Option<NonNull<u8>> {
+        let mut c = self.caches.get(id.index())?.lock();
+        if !c.live {
+            return None;
+        }
+        let p = c
+            .alloc(&self.pages, &self.map)
+            .unwrap_or_else(|e| corrupted(e))?;
+        let size = c.size;
+        drop(c);
+        self.account_alloc(size, size);
+        Some(p)
+    }
+
+    /// Fills `out` with objects from cache `id` under one lock; returns how many it got.
+    pub fn kmem_cache_alloc_bulk(&self, id: CacheId, out: &mut [*mut u8]) -> usize {
+        let Some(slot) = self.caches.get(id.index()) else {
+            return 0;
+        };
+        let mut c = slot.lock();
+        if !c.live {
+            return 0;
+        }
+        let mut n = 0;
+        while n < out.len() {
+            match c
+                .alloc(&self.pages, &self.map)
+                .unwrap_or_else(|e| corrupted(e))
+            {
+                Some(p) => out[n] = p.as_ptr(),
+                None => break,
+            }
+            n += 1;
+        }
+        let size = c.size;
+        drop(c);
+        for _ in 0..n {
+            self.account_alloc(size, size);
+        }
+        n
+    }
+
+    /// Frees an object of cache `id`.
+    ///
+    /// # Safety
+    /// As for [`kfree`](Self::kfree).
+    pub unsafe fn kmem_cache_free(&self, id: CacheId, ptr: *mut u8) -> Result<(), FreeError> {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.free_checked(ptr, Some(id.0)) }
+    }
+
+    /// The cache holding the object at `ptr`, if it is in a slab (no lock, no validation beyond
+    /// the segment map: for routing frees to per-class magazines).
+    pub fn cache_of(&self, ptr: *const u8) -> Option<CacheId> {
+        match self.locate(ptr as usize) {
+            Loc::Slab { cache, .. } => Some(CacheId(cache)),
+            _ => None,
+        }
+    }
+
+    /// The object size of cache `id`.
+    pub fn cache_object_size(&self, id: CacheId) -> Option<usize> {
+        let c = self.caches.get(id.index())?.lock();
+        c.live.then_some(c.size)
+    }
+
+    /// Gives the empty slabs of cache `id` back; returns the pages released.
+    pub fn kmem_cache_shrink(&self, id: CacheId) -> usize {
+        match self.caches.get(id.index()) {
+            Some(slot) => slot.lock().shrink(&self.pages, &self.map),
+            None => 0,
+        }
+    }
+
+    /// Destroys user cache `id`. With live objects it is an error and the cache stays usable.
+    pub fn kmem_cache_destroy(&self, id: CacheId) -> Result<(), CacheError> {
+        if self.is_kmalloc_cache(id.0) {
+            return Err(CacheError::NotACache);
+        }
+        let _g = self.create_lock.lock();
+        let mut c = self
+            .caches
+            .get(id.index())
+            .ok_or(CacheError::NotACache)?
+            .lock();
+        if !c.live {
+            return Err(CacheError::NotACache);
+        }
+        if c.active_objs > 0 {
+            return Err(CacheError::Busy {
+                live: c.active_objs,
+            });
+        }
+        c.shrink(&self.pages, &self.map);
+        *c = KmemCache::UNUSED;
+        Ok(())
+    }
+
+    /// Shrinks every cache and gives the spare segment back; returns slab pages released.
+    pub fn shrink_all(&self) -> usize {
+        let n = self
+            .caches
+            .iter()
+            .map(|c| c.lock().shrink(&self.pages, &self.map))
+            .sum();
+        self.pages.lock().release_spare(&self.map);
+        n
+    }
+
+    /// Who owns the byte at `addr`: the query the DMA layer uses to tell whether a cache line
+    /// is shared. Walks the slab's free list to tell live objects from free ones.
+    pub fn owner_of(&self, addr: usize) -> Owner {
+        match self.locate(addr) {
+            Loc::Slab { head, cache } => {
+                let c = self.caches[cache as usize].lock();
+                // SAFETY: stable under the cache lock; checked first.
+                unsafe {
+                    if (*head).kind() != PageKind::Slab
+                        || (*head).cache.load(Ordering::Acquire) != cache
+                    {
+                        return Owner::Unused;
+                    }
+                    let base = c.slab_base(head) as usize;
+                    let off = addr - base;
+                    if off >= c.objects * c.size {
+                        return Owner::Unused;
+                    }
+                    let start = base + off / c.size * c.size;
+                    let live = !c
+                        .is_free(head, start as *mut u8)
+                        .unwrap_or_else(|e| corrupted(e.into()));
+                    Owner::Object {
+                        start,
+                        size: c.size,
+                        live,
+                        cache: CacheId(cache),
+                    }
+                }
+            }
+            Loc::Large { seg, head } => {
+                let _pl = self.pages.lock();
+                // SAFETY: stable under the page-layer lock.
+                unsafe {
+                    let d = SegmentHeader::desc_ptr(seg, head);
+                    if (*d).kind() != PageKind::Large {
+                        return Owner::Unused;
+                    }
+                    let start = SegmentHeader::page_ptr(seg, head, self.page_shift) as usize;
+                    Owner::Large {
+                        start,
+                        size: self.page_size() << (*d).link.order,
+                    }
+                }
+            }
+            Loc::Huge { start, end, .. } => Owner::Large {
+                start,
+                size: end - start,
+            },
+            Loc::Header { seg, pages } => Owner::Metadata {
+                start: seg as usize,
+                size: pages << self.page_shift,
+            },
+            Loc::FreePage => Owner::Unused,
+            Loc::Foreign => Owner::Foreign,
+        }
+    }
+
+    /// Calls `f` with the slabinfo row of every live cache, kmalloc caches first.
+    pub fn for_each_cache(&self, mut f: impl FnMut(CacheId, &SlabInfo)) {
+        for (i, slot) in self.caches.iter().enumerate() {
+            let info = {
+                let c = slot.lock();
+                if !c.live {
+                    continue;
+                }
+                c.slabinfo()
+            };
+            f(CacheId(i as u16), &info);
+        }
+    }
+
+    /// The slabinfo row of cache `id`.
+    pub fn slabinfo(&self, id: CacheId) -> Option<SlabInfo> {
+        let c = self.caches.get(id.index())?.lock();
+        c.live.then(|| c.slabinfo())
+    }
+
+    /// Is cache `id` one of the kmalloc (or dma-kmalloc) caches?
+    pub fn is_kmalloc(&self, id: CacheId) -> bool {
+        self.is_kmalloc_cache(id.0)
+    }
+
+    /// Writes `/proc/slabinfo` version 2.1 for all caches, both header lines included.
+    pub fn write_slabinfo<W: Write>(&self, w: &mut W) -> fmt::Result {
+        write_slabinfo_header(w)?;
+        let mut res = Ok(());
+        self.for_each_cache(|_, info| {
+            if res.is_ok() {
+                res = info.write_row(w);
+            }
+        });
+        res
+    }
+
+    /// Totals over the allocator.
+    pub fn totals(&self) -> Totals {
+        let pages = self.pages.lock().counts(&self.map);
+        Totals {
+            pages,
+            pages_held: pages.segment_pages + pages.huge_pages + pages.map_pages,
+            bytes_requested: self.bytes_requested.load(Ordering::Relaxed),
+            bytes_handed_out: self.bytes_handed_out.load(Ordering::Relaxed),
+            bytes_in_use: self.bytes_in_use.load(Ordering::Relaxed),
+            live_allocations: self.live_allocations.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Runs `f` with the page source (under the page-layer lock), e.g. to read its counters.
+    pub fn with_page_source<R>(&self, f: impl FnOnce(&mut P) -> R) -> R {
+        f(&mut self.pages.lock().source)
+    }
+
+    /// Marks every lock of the allocator free, for the only thread of a forked child.
+    ///
+    /// # Safety
+    /// The caller is the only thread, and before `fork()` the parent held every lock of this
+    /// allocator itself (so no structure was mid-update), e.g. via [`lock_all`](Self::lock_all).
+    pub unsafe fn force_unlock_all(&self) {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            for c in &self.caches {
+                c.force_unlock();
+            }
+            self.pages.force_unlock();
+            self.create_lock.force_unlock();
+        }
+    }
+
+    /// Takes every lock of the allocator and keeps them (for a `pthread_atfork` prepare handler;
+    /// undo with [`force_unlock_all`](Self::force_unlock_all) in both parent and child).
+    pub fn lock_all(&self) {
+        let g = self.create_lock.lock();
+        core::mem::forget(g);
+        for c in &self.caches {
+            core::mem::forget(c.lock());
+        }
+        core::mem::forget(self.pages.lock());
+    }
+}
+
+impl<P: PageSource> Drop for Kmalloc<P> {
+    fn drop(&mut self) {
+        let pl = self.pages.get_mut();
+        let seg_order = pl.seg_order;
+        // SAFETY: `&mut self`: no other user; every registered segment came from the source.
+        unsafe {
+            self.map.drain(|seg| {
+                let h = seg.as_ptr().cast::<SegmentHeader>();
+                let order = if (*h).kind == SEG_HUGE {
+                    (*h).order as u32
+                } else {
+                    seg_order
+                };
+                (*h).kill();
+                pl.source.free_pages(seg, order);
+            });
+            self.map.release(&mut pl.source);
+        }
+    }
+}
+
+/// A free-list link that does not decode: memory was written after being freed. Continuing
+/// would hand out an attacker-chosen address, so stop.
+#[cold]
+fn corrupted(e: FreeError) -> ! {
+    panic!("dmaslab: {e}")
+}

@@ -1,0 +1,387 @@
+//! `kmem_cache`: a cache of equal-sized objects over slabs (Linux `mm/slub.c`, minus the per-CPU
+//! part, which the hosted heap adds as magazines).
+
+use crate::buddy::BuddyLink;
+use crate::geometry::slab_order;
+use crate::page_layer::PageLayer;
+use crate::page_source::PageSource;
+use crate::segment::{PageDesc, PageKind, SegmentHeader};
+use crate::segment_map::SegmentMap;
+use crate::slab::{Corrupt, SlabGeom};
+use crate::spin::SpinLock;
+use crate::stats::{CacheName, SlabInfo};
+use core::ptr::{self, NonNull};
+
+/// A constructor run on every object the cache hands out.
+pub type Ctor = fn(NonNull<u8>);
+
+/// Which list a slab is on.
+const LIST_PARTIAL: u8 = 1;
+const LIST_FULL: u8 = 2;
+const LIST_EMPTY: u8 = 3;
+
+/// An intrusive list of slabs through their head descriptors' `link`.
+///
+/// # Invariants
+/// `head` starts a null-terminated doubly linked list of `len` slab head descriptors.
+struct SlabList {
+    head: *mut PageDesc,
+    len: usize,
+}
+
+impl SlabList {
+    const EMPTY: SlabList = SlabList {
+        head: ptr::null_mut(),
+        len: 0,
+    };
+
+    /// # Safety
+    /// `d` is a slab head descriptor on no list.
+    unsafe fn push(&mut self, d: *mut PageDesc) {
+        // SAFETY: `d` and the current head are valid descriptors (caller, list invariant).
+        unsafe {
+            (*d).link.prev = ptr::null_mut();
+            (*d).link.next = self.head.cast::<BuddyLink>();
+            if !self.head.is_null() {
+                (*self.head).link.prev = d.cast();
+            }
+        }
+        self.head = d;
+        self.len += 1;
+    }
+
+    /// # Safety
+    /// `d` is on this list.
+    unsafe fn remove(&mut self, d: *mut PageDesc) {
+        // SAFETY: `d` and its neighbours are on this list (caller, list invariant).
+        unsafe {
+            let (next, prev) = (
+                (*d).link.next.cast::<PageDesc>(),
+                (*d).link.prev.cast::<PageDesc>(),
+            );
+            if prev.is_null() {
+                self.head = next;
+            } else {
+                (*prev).link.next = next.cast();
+            }
+            if !next.is_null() {
+                (*next).link.prev = prev.cast();
+            }
+            (*d).link.next = ptr::null_mut();
+            (*d).link.prev = ptr::null_mut();
+        }
+        self.len -= 1;
+    }
+}
+
+/// Why an object could not be freed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FreeError {
+    /// The address was never handed out by this allocator (not in any segment, inside a
+    /// header, inside a free page, not at an object's start, or in a free slab).
+    InvalidPointer(usize),
+    /// The object is already free.
+    DoubleFree(usize),
+    /// The object belongs to another cache than the one named.
+    WrongCache(usize),
+    /// A free-list link did not decode: memory was written after it was freed.
+    Corrupted(usize),
+}
+
+impl core::fmt::Display for FreeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            FreeError::InvalidPointer(a) => write!(f, "invalid free of {a:#x}"),
+            FreeError::DoubleFree(a) => write!(f, "double free of {a:#x}"),
+            FreeError::WrongCache(a) => write!(f, "free of {a:#x} to the wrong cache"),
+            FreeError::Corrupted(a) => write!(f, "corrupted free list at {a:#x}"),
+        }
+    }
+}
+
+impl From<Corrupt> for FreeError {
+    fn from(c: Corrupt) -> Self {
+        FreeError::Corrupted(c.at)
+    }
+}
+
+/// A cache of objects of one size.
+///
+/// # Invariants
+/// Every slab of the cache is on exactly one of `partial` (some objects free, some used), `full`
+/// (none free) or `empty` (none used), as its head descriptor's `list` says; `active_objs` is
+/// the sum of `inuse` over them. All of it is protected by the cache's lock.
+pub struct KmemCache {
+    pub(crate) name: CacheName,
+    pub(crate) live: bool,
+    pub(crate) id: u16,
+    /// Stride between objects (object size rounded up to the alignment).
+    pub(crate) size: usize,
+    pub(crate) order: u32,
+    pub(crate) objects: usize,
+    pub(crate) page_shift: u32,
+    pub(crate) seg_shift: u32,
+    pub(crate) secret: usize,
+    pub(crate) ctor: Option<Ctor>,
+    pub(crate) keep_empty: usize,
+    partial: SlabList,
+    full: SlabList,
+    empty: SlabList,
+    pub(crate) active_objs: usize,
+}
+
+// SAFETY: the lists point to descriptors in segments that belong to the allocator owning this
+// cache; the cache is only used under its lock.
+unsafe impl Send for KmemCache {}
+
+impl KmemCache {
+    /// An unused cache slot.
+    pub(crate) const UNUSED: KmemCache = KmemCache {
+        name: CacheName::EMPTY,
+        live: false,
+        id: 0,
+        size: 0,
+        order: 0,
+        objects: 0,
+        page_shift: 12,
+        seg_shift: 21,
+        secret: 0,
+        ctor: None,
+        keep_empty: 1,
+        partial: SlabList::EMPTY,
+        full: SlabList::EMPTY,
+        empty: SlabList::EMPTY,
+        active_objs: 0,
+    };
+
+    /// Sets up this slot as a cache of `size`-byte objects aligned to `align`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn setup(
+        &mut self,
+        id: u16,
+        name: CacheName,
+        size: usize,
+        align: usize,
+        ctor: Option<Ctor>,
+        page_shift: u32,
+        seg_shift: u32,
+        secret: usize,
+        keep_empty: usize,
+    ) {
+        let align = align.max(core::mem::size_of::<usize>());
+        let stride = size.max(1).next_multiple_of(align);
+        let order = slab_order(stride, 1 << page_shift);
+        *self = KmemCache {
+            name,
+            live: true,
+            id,
+            size: stride,
+            order,
+            objects: ((1usize << (order + page_shift)) / stride).min(u16::MAX as usize),
+            page_shift,
+            seg_shift,
+            secret: secret ^ (id as usize).wrapping_mul(0x9E37_79B9),
+            ctor,
+            keep_empty,
+            ..KmemCache::UNUSED
+        };
+    }
+
+    pub(crate) fn geom(&self) -> SlabGeom {
+        SlabGeom {
+            size: self.size,
+            objects: self.objects,
+            secret: self.secret,
+        }
+    }
+
+    /// Allocates one object, taking a new slab from the page layer if needed.
+    pub(crate) fn alloc<P: PageSource>(
+        &mut self,
+        pages: &SpinLock<PageLayer<P>>,
+        map: &SegmentMap,
+    ) -> Result<Option<NonNull<u8>>, FreeError> {
+        let slab = if !self.partial.head.is_null() {
+            self.partial.head
+        } else if !self.empty.head.is_null() {
+            let d = self.empty.head;
+            // SAFETY: `d` is on the empty list.
+            unsafe {
+                self.empty.remove(d);
+                self.partial.push(d);
+                (*d).list = LIST_PARTIAL;
+            }
+            d
+        } else {
+            match self.new_slab(pages, map) {
+                Some(d) => d,
+                None => return Ok(None),
+            }
+        };
+        let geom = self.geom();
+        // SAFETY: `slab` is a partial slab of this cache: it has a free object.
+        let obj = unsafe {
+            let base = self.slab_base(slab);
+            let obj = geom.pop(&mut *slab, base)?;
+            if (*slab).freelist == 0 {
+                self.partial.remove(slab);
+                self.full.push(slab);
+                (*slab).list = LIST_FULL;
+            }
+            obj
+        };
+        self.active_objs += 1;
+        let obj = NonNull::new(obj).expect("objects are inside slabs");
+        if let Some(ctor) = self.ctor {
+            ctor(obj);
+        }
+        Ok(Some(obj))
+    }
+
+    /// The first byte of the slab headed by `d`.
+    ///
+    /// # Safety
+    /// `d` is a slab head descriptor of a live segment.
+    pub(crate) unsafe fn slab_base(&self, d: *mut PageDesc) -> *mut u8 {
+        let seg = segment_of_desc(d, self.seg_shift);
+        // SAFETY: `d` lies in the header of its segment (caller).
+        unsafe {
+            let i = (d as usize - seg as usize) / core::mem::size_of::<PageDesc>();
+            SegmentHeader::page_ptr(seg, i, self.page_shift)
+        }
+    }
+
+    fn new_slab<P: PageSource>(
+        &mut self,
+        pages: &SpinLock<PageLayer<P>>,
+        map: &SegmentMap,
+    ) -> Option<*mut PageDesc> {
+        let (seg, i) = pages
+            .lock()
+            .alloc_run(map, self.order, PageKind::Slab, self.id)?;
+        let geom = self.geom();
+        // SAFETY: the run was just handed to this cache; its head descriptor and pages are ours.
+        unsafe {
+            let d = SegmentHeader::desc_ptr(seg, i);
+            let base = SegmentHeader::page_ptr(seg, i, self.page_shift);
+            geom.init(&mut *d, base);
+            (*d).list = LIST_PARTIAL;
+            self.partial.push(d);
+            Some(d)
+        }
+    }
+
+    /// Frees the object at `obj` of the slab headed by `d` (kind and cache already checked under
+    /// this cache's lock).
+    ///
+    /// # Safety
+    /// `d` is the head descriptor of a slab of this cache and `obj` lies inside that slab.
+    pub(crate) unsafe fn free<P: PageSource>(
+        &mut self,
+        d: *mut PageDesc,
+        obj: *mut u8,
+        pages: &SpinLock<PageLayer<P>>,
+        map: &SegmentMap,
+    ) -> Result<(), FreeError> {
+        let geom = self.geom();
+        // SAFETY: `d` heads a slab of this cache (caller); we hold the cache lock.
+        unsafe {
+            let base = self.slab_base(d);
+            let off = obj as usize - base as usize;
+            if !geom.is_object_start(off) {
+                return Err(FreeError::InvalidPointer(obj as usize));
+            }
+            if (*d).freelist as usize == off + 1 || (*d).inuse == 0 {
+                return Err(FreeError::DoubleFree(obj as usize));
+            }
+            let was_full = (*d).list == LIST_FULL;
+            geom.push(&mut *d, base, off);
+            self.active_objs -= 1;
+            if (*d).inuse == 0 {
+                if was_full {
+                    self.full.remove(d);
+                } else {
+                    self.partial.remove(d);
+                }
+                if self.empty.len >= self.keep_empty {
+                    self.release_slab(d, pages, map);
+                } else {
+                    self.empty.push(d);
+                    (*d).list = LIST_EMPTY;
+                }
+            } else if was_full {
+                self.full.remove(d);
+                self.partial.push(d);
+                (*d).list = LIST_PARTIAL;
+            }
+        }
+        Ok(())
+    }
+
+    /// Full check: is the object at `obj` of slab `d` free? O(objects).
+    ///
+    /// # Safety
+    /// As for [`free`](Self::free).
+    pub(crate) unsafe fn is_free(&self, d: *mut PageDesc, obj: *mut u8) -> Result<bool, Corrupt> {
+        // SAFETY: as the caller promises.
+        unsafe {
+            let base = self.slab_base(d);
+            self.geom().is_free(&*d, base, obj as usize - base as usize)
+        }
+    }
+
+    /// # Safety
+    /// `d` heads an empty slab of this cache that is on no list.
+    unsafe fn release_slab<P: PageSource>(
+        &mut self,
+        d: *mut PageDesc,
+        pages: &SpinLock<PageLayer<P>>,
+        map: &SegmentMap,
+    ) {
+        let seg = segment_of_desc(d, self.seg_shift);
+        let i = (d as usize - seg as usize) / core::mem::size_of::<PageDesc>();
+        // SAFETY: the slab is empty and unlisted; its pages go back to the page layer.
+        unsafe { pages.lock().free_run(map, seg, i) };
+    }
+
+    /// Gives every empty slab back. Returns the pages released.
+    pub(crate) fn shrink<P: PageSource>(
+        &mut self,
+        pages: &SpinLock<PageLayer<P>>,
+        map: &SegmentMap,
+    ) -> usize {
+        let mut n = 0;
+        while !self.empty.head.is_null() {
+            let d = self.empty.head;
+            // SAFETY: `d` is on the empty list; removed before release.
+            unsafe {
+                self.empty.remove(d);
+                self.release_slab(d, pages, map);
+            }
+            n += 1 << self.order;
+        }
+        n
+    }
+
+    /// This cache's slabinfo row.
+    pub fn slabinfo(&self) -> SlabInfo {
+        let num_slabs = self.partial.len + self.full.len + self.empty.len;
+        SlabInfo {
+            name: self.name,
+            active_objs: self.active_objs,
+            num_objs: num_slabs * self.objects,
+            objsize: self.size,
+            objperslab: self.objects,
+            pagesperslab: 1 << self.order,
+            active_slabs: self.partial.len + self.full.len,
+            num_slabs,
+        }
+    }
+}
+
+/// The segment whose header holds descriptor `d`: descriptors lie in the first pages of their
+/// segment, which is aligned to `1 << seg_shift` bytes.
+pub(crate) fn segment_of_desc(d: *mut PageDesc, seg_shift: u32) -> *mut SegmentHeader {
+    let mask = (1usize << seg_shift) - 1;
+    d.cast::<u8>().wrapping_sub(d as usize & mask).cast()
+}

@@ -1,0 +1,81 @@
+//! A page source that maps pages from the OS (`std` feature).
+
+use crate::page_source::{PageSource, DEFAULT_PAGE_SIZE};
+use core::ptr::NonNull;
+
+/// Page runs from anonymous `mmap`, aligned to their size by trimming an over-sized mapping.
+/// Freed runs are unmapped; [`PageSource::discard`] returns pages with `MADV_DONTNEED`.
+#[derive(Debug)]
+pub struct MmapPageSource {
+    page_size: usize,
+}
+
+impl Default for MmapPageSource {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MmapPageSource {
+    /// A source of the system's pages (4 KiB unless the OS says otherwise).
+    pub fn new() -> Self {
+        // SAFETY: sysconf has no preconditions.
+        let ps = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        let page_size = if ps > 0 {
+            ps as usize
+        } else {
+            DEFAULT_PAGE_SIZE
+        };
+        MmapPageSource { page_size }
+    }
+}
+
+impl PageSource for MmapPageSource {
+    fn page_size(&self) -> usize {
+        self.page_size
+    }
+
+    fn alloc_pages(&mut self, order: u32) -> Option<NonNull<u8>> {
+        let size = self.page_size.checked_shl(order)?;
+        let span = size.checked_mul(2)?;
+        // SAFETY: an anonymous private mapping with no address hint touches no existing memory.
+        let raw = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                span,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if raw == libc::MAP_FAILED {
+            return None;
+        }
+        let start = raw as usize;
+        let aligned = start.next_multiple_of(size);
+        let head = aligned - start;
+        let tail = span - head - size;
+        // SAFETY: both trimmed pieces lie inside the mapping just made and are not used.
+        unsafe {
+            if head > 0 {
+                libc::munmap(raw, head);
+            }
+            if tail > 0 {
+                libc::munmap(raw.cast::<u8>().add(head + size).cast(), tail);
+            }
+        }
+        // SAFETY: `head < span`, so the pointer stays in the mapping.
+        NonNull::new(unsafe { raw.cast::<u8>().add(head) })
+    }
+
+    unsafe fn free_pages(&mut self, ptr: NonNull<u8>, order: u32) {
+        // SAFETY: the caller returns a run this source mapped with this order.
+        unsafe { libc::munmap(ptr.as_ptr().cast(), self.page_size << order) };
+    }
+
+    fn discard(&mut self, ptr: NonNull<u8>, len: usize) {
+        // SAFETY: the range lies in a run this source handed out; its contents are dead.
+        unsafe { libc::madvise(ptr.as_ptr().cast(), len, libc::MADV_DONTNEED) };
+    }
+}

@@ -1,0 +1,294 @@
+//! The page layer: segments from the page source, carved by a buddy allocator into slabs and
+//! large kmalloc runs, plus huge segments for allocations too big for a segment.
+
+use crate::buddy::{BuddyLink, FreeArea, Zone};
+use crate::page_source::PageSource;
+use crate::segment::{header_pages, PageDesc, PageKind, SegmentHeader, SEG_HUGE, SEG_NORMAL};
+use crate::segment_map::SegmentMap;
+use core::ptr::NonNull;
+use core::sync::atomic::Ordering;
+
+/// Page-layer counters, in pages.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PageCounts {
+    /// Normal segments held.
+    pub segments: usize,
+    /// Pages of all normal segments.
+    pub segment_pages: usize,
+    /// Header (descriptor) pages of those segments.
+    pub header_pages: usize,
+    /// Pages in slabs.
+    pub slab_pages: usize,
+    /// Pages in large kmalloc runs (inside segments).
+    pub large_pages: usize,
+    /// Pages of huge segments (header page included).
+    pub huge_pages: usize,
+    /// Free pages inside segments.
+    pub free_pages: usize,
+    /// Pages of the segment map's tables.
+    pub map_pages: usize,
+}
+
+/// The page layer.
+///
+/// # Invariants
+/// Every block on `free` lies in a live normal segment registered in the map; a segment's
+/// `used_pages` is the number of its non-header pages not on `free`. `spare`, if set, is an empty
+/// normal segment kept to avoid giving a segment back and asking for it again.
+pub(crate) struct PageLayer<P> {
+    pub(crate) source: P,
+    free: FreeArea,
+    pub(crate) seg_order: u32,
+    pub(crate) page_shift: u32,
+    spare: Option<NonNull<SegmentHeader>>,
+    /// Discard (MADV_DONTNEED) freed runs while more than this many pages are free.
+    discard_threshold: usize,
+    counts: PageCounts,
+}
+
+// SAFETY: the raw pointers point into segments owned by this layer; it moves with them.
+unsafe impl<P: Send> Send for PageLayer<P> {}
+
+impl<P: PageSource> PageLayer<P> {
+    pub(crate) fn new(source: P, seg_order: u32, discard_threshold: usize) -> Self {
+        let page_shift = source.page_size().trailing_zeros();
+        PageLayer {
+            source,
+            free: FreeArea::new(seg_order),
+            seg_order,
+            page_shift,
+            spare: None,
+            discard_threshold,
+            counts: PageCounts::default(),
+        }
+    }
+
+    /// The largest order a run inside a segment can have.
+    pub(crate) fn max_run_order(&self) -> u32 {
+        let hp = header_pages(self.seg_order, 1 << self.page_shift);
+        // Blocks are aligned; the header occupies the start of the first half at least.
+        let mut k = self.seg_order - 1;
+        while k > 0 && hp > (1 << self.seg_order) - (1 << k) {
+            k -= 1;
+        }
+        k
+    }
+
+    pub(crate) fn counts(&self, map: &SegmentMap) -> PageCounts {
+        PageCounts {
+            free_pages: self.free.free_pages,
+            map_pages: map.pages(),
+            ..self.counts
+        }
+    }
+
+    fn segment_of(&self, p: *mut u8) -> *mut SegmentHeader {
+        let mask = (1usize << (self.seg_order + self.page_shift)) - 1;
+        p.wrapping_sub(p as usize & mask).cast()
+    }
+
+    /// Takes a run of `2^order` pages from a segment and marks it `kind` for `cache`.
+    /// Returns the segment and the run's first page index.
+    pub(crate) fn alloc_run(
+        &mut self,
+        map: &SegmentMap,
+        order: u32,
+        kind: PageKind,
+        cache: u16,
+    ) -> Option<(*mut SegmentHeader, usize)> {
+        if order > self.max_run_order() {
+            return None;
+        }
+        if !self.free.has_block(order) && !self.add_segment(map) {
+            return None;
+        }
+        let mask = (1usize << (self.seg_order + self.page_shift)) - 1;
+        let zone_of = |n: *mut BuddyLink| -> Zone {
+            let seg = n
+                .cast::<u8>()
+                .wrapping_sub(n as usize & mask)
+                .cast::<SegmentHeader>();
+            // SAFETY: free blocks lie in live normal segments (type invariant).
+            unsafe { SegmentHeader::zone(seg) }
+        };
+        // SAFETY: every block on `free` lies in the zone `zone_of` computes (type invariant).
+        let (node, _, i) = unsafe { self.free.alloc(order, zone_of) }?;
+        let seg = self.segment_of(node.cast());
+        if self.spare == NonNull::new(seg) {
+            self.spare = None;
+        }
+        // SAFETY: `seg` is a live normal segment and the run `i..i+2^order` lies inside it.
+        unsafe {
+            (*seg).used_pages += 1 << order;
+            let head = SegmentHeader::desc_ptr(seg, i);
+            (*head).cache.store(cache, Ordering::Relaxed);
+            (*head).head.store(i as u32, Ordering::Relaxed);
+            (*head).set_kind(kind);
+            let tail = if kind == PageKind::Slab {
+                PageKind::SlabTail
+            } else {
+                PageKind::LargeTail
+            };
+            for j in i + 1..i + (1 << order) {
+                let d = SegmentHeader::desc_ptr(seg, j);
+                (*d).head.store(i as u32, Ordering::Relaxed);
+                (*d).cache.store(cache, Ordering::Relaxed);
+                (*d).set_kind(tail);
+            }
+        }
+        if kind == PageKind::Slab {
+            self.counts.slab_pages += 1 << order;
+        } else {
+            self.counts.large_pages += 1 << order;
+        }
+        Some((seg, i))
+    }
+
+    /// Gives back the run whose first page is `i` in `seg`.
+    ///
+    /// # Safety
+    /// The run was handed out by [`alloc_run`](Self::alloc_run), is not on any list, and nothing
+    /// uses its memory any more.
+    pub(crate) unsafe fn free_run(&mut self, map: &SegmentMap, seg: *mut SegmentHeader, i: usize) {
+        // SAFETY: `seg` is live and `i` heads an allocated run in it (caller).
+        unsafe {
+            let head = SegmentHeader::desc_ptr(seg, i);
+            let order = (*head).link.order as u32;
+            if (*head).kind() == PageKind::Slab {
+                self.counts.slab_pages -= 1 << order;
+            } else {
+                self.counts.large_pages -= 1 << order;
+            }
+            for j in i..i + (1 << order) {
+                let d = SegmentHeader::desc_ptr(seg, j);
+                (*d).set_kind(PageKind::Free);
+                (*d).head.store(j as u32, Ordering::Relaxed);
+            }
+            if self.free.free_pages >= self.discard_threshold {
+                let p = SegmentHeader::page_ptr(seg, i, self.page_shift);
+                self.source
+                    .discard(NonNull::new_unchecked(p), 1 << (order + self.page_shift));
+            }
+            let zone = SegmentHeader::zone(seg);
+            self.free.free(&zone, i, order);
+            (*seg).used_pages -= 1 << order;
+            if (*seg).used_pages == 0 {
+                if self.spare.is_none() {
+                    self.spare = NonNull::new(seg);
+                } else {
+                    self.release_segment(map, seg);
+                }
+            }
+        }
+    }
+
+    /// Adds a fresh normal segment's pages to the free lists.
+    fn add_segment(&mut self, map: &SegmentMap) -> bool {
+        let Some(run) = self.source.alloc_pages(self.seg_order) else {
+            return false;
+        };
+        // SAFETY: the page-layer lock is held by our caller (we have `&mut self`).
+        if !unsafe { map.insert(&mut self.source, run) } {
+            // SAFETY: the run came from the source with this order and is unused.
+            unsafe { self.source.free_pages(run, self.seg_order) };
+            return false;
+        }
+        let page_size = 1usize << self.page_shift;
+        // SAFETY: the run is ours, aligned to its size, and `2^seg_order` pages long.
+        let seg =
+            unsafe { SegmentHeader::init(run.as_ptr(), SEG_NORMAL, self.seg_order, page_size) };
+        // SAFETY: just initialised.
+        let zone = unsafe { SegmentHeader::zone(seg) };
+        let mut i = zone.first;
+        while i < zone.end {
+            let mut k = i.trailing_zeros().min(self.seg_order);
+            while i + (1 << k) > zone.end {
+                k -= 1;
+            }
+            // SAFETY: the block lies in the new segment's zone and is on no list.
+            unsafe { self.free.free(&zone, i, k) };
+            i += 1 << k;
+        }
+        let hp = zone.first;
+        self.counts.segments += 1;
+        self.counts.segment_pages += 1 << self.seg_order;
+        self.counts.header_pages += hp;
+        true
+    }
+
+    /// Takes an empty segment's blocks off the free lists and gives it back to the source.
+    ///
+    /// # Safety
+    /// `seg` is a live, registered normal segment with no used pages.
+    unsafe fn release_segment(&mut self, map: &SegmentMap, seg: *mut SegmentHeader) {
+        // SAFETY: `seg` is live and empty (caller): its non-header pages form free blocks.
+        unsafe {
+            let zone = SegmentHeader::zone(seg);
+            let mut i = zone.first;
+            while i < zone.end {
+                let n = zone.node(i).expect("inside the zone");
+                debug_assert!((*n).free);
+                let k = (*n).order as u32;
+                self.free.remove(n);
+                i += 1 << k;
+            }
+            map.remove(seg as usize);
+            (*seg).kill();
+            self.source
+                .free_pages(NonNull::new_unchecked(seg.cast()), self.seg_order);
+        }
+        self.counts.segments -= 1;
+        self.counts.segment_pages -= 1 << self.seg_order;
+        self.counts.header_pages -= header_pages(self.seg_order, 1 << self.page_shift);
+    }
+
+    /// Allocates a huge segment for `bytes` and returns the object's address (its second page).
+    pub(crate) fn alloc_huge(&mut self, map: &SegmentMap, bytes: usize) -> Option<NonNull<u8>> {
+        let pages = bytes.checked_add((1 << self.page_shift) - 1)? >> self.page_shift;
+        let order = (pages + 1).checked_next_power_of_two()?.trailing_zeros();
+        if order >= usize::BITS - self.page_shift {
+            return None;
+        }
+        let run = self.source.alloc_pages(order.max(self.seg_order))?;
+        let order = order.max(self.seg_order);
+        // SAFETY: the page-layer lock is held (we have `&mut self`).
+        if !unsafe { map.insert(&mut self.source, run) } {
+            // SAFETY: just taken from the source with this order.
+            unsafe { self.source.free_pages(run, order) };
+            return None;
+        }
+        // SAFETY: the run is ours and at least two pages.
+        let seg =
+            unsafe { SegmentHeader::init(run.as_ptr(), SEG_HUGE, order, 1 << self.page_shift) };
+        self.counts.huge_pages += 1 << order;
+        // SAFETY: the second page is inside the run.
+        NonNull::new(unsafe { SegmentHeader::page_ptr(seg, 1, self.page_shift) })
+    }
+
+    /// Frees a huge segment.
+    ///
+    /// # Safety
+    /// `seg` is a live registered huge segment whose object is no longer used.
+    pub(crate) unsafe fn free_huge(&mut self, map: &SegmentMap, seg: *mut SegmentHeader) {
+        // SAFETY: live huge segment (caller).
+        unsafe {
+            let order = (*seg).order as u32;
+            map.remove(seg as usize);
+            (*seg).kill();
+            self.counts.huge_pages -= 1 << order;
+            self.source
+                .free_pages(NonNull::new_unchecked(seg.cast()), order);
+        }
+    }
+
+    /// Gives the spare segment back (when shrinking).
+    pub(crate) fn release_spare(&mut self, map: &SegmentMap) {
+        if let Some(seg) = self.spare.take() {
+            // SAFETY: the spare is a live, registered, empty normal segment (type invariant).
+            unsafe { self.release_segment(map, seg.as_ptr()) };
+        }
+    }
+}
+
+/// The descriptor type's size, for documentation of the header cost.
+pub const PAGE_DESC_BYTES: usize = core::mem::size_of::<PageDesc>();

@@ -1,0 +1,215 @@
+//! Segments: aligned runs of pages from the page source, with their page descriptors in front.
+//!
+//! A normal segment is `2^seg_order` pages aligned to its size. Its first `header_pages` pages
+//! hold a [`SegmentHeader`] followed by one [`PageDesc`] per page (the header takes the place of
+//! the descriptor of page 0, which is always a header page). The other pages are slabs, large
+//! kmalloc runs, or free. So objects start at `slab_base + i * size` with no metadata in between,
+//! and the descriptor of any pointer is found in O(1): mask to the segment, index by page.
+//!
+//! A huge segment serves one allocation too big for a normal segment: its first page holds only
+//! the header, the object starts at the second page.
+
+use crate::buddy::{BuddyLink, Zone};
+use core::mem::size_of;
+use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU8, Ordering};
+
+/// What a page is used for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum PageKind {
+    /// Holds the segment header and descriptors.
+    Header = 0,
+    /// In the page layer's free lists (or inside a free block).
+    Free = 1,
+    /// First page of a slab.
+    Slab = 2,
+    /// Later page of a slab; `head` names the first.
+    SlabTail = 3,
+    /// First page of a large kmalloc run.
+    Large = 4,
+    /// Later page of a large run; `head` names the first.
+    LargeTail = 5,
+}
+
+impl PageKind {
+    pub(crate) fn from_u8(v: u8) -> PageKind {
+        match v {
+            1 => PageKind::Free,
+            2 => PageKind::Slab,
+            3 => PageKind::SlabTail,
+            4 => PageKind::Large,
+            5 => PageKind::LargeTail,
+            _ => PageKind::Header,
+        }
+    }
+}
+
+/// The descriptor of one page (Linux's `struct page` / `struct slab`).
+///
+/// # Invariants
+/// - `kind`, `cache` and `head` of a slab page change only while both the owning cache's lock and
+///   the page-layer lock are held, so holding either makes them stable; they are atomics so that
+///   a lookup may read them before it knows which lock to take.
+/// - For a `Slab` head, `link` chains the slab on one of its cache's lists (`list` says which),
+///   `link.order` is the slab order, `objects`/`inuse` count its objects, and `freelist` is the
+///   offset + 1 of the first free object (0: none); those fields belong to the cache lock.
+/// - For `Free` pages and `Large` runs, `link` belongs to the page-layer lock (buddy lists;
+///   `link.order` is the run's order while allocated).
+#[repr(C)]
+pub(crate) struct PageDesc {
+    pub(crate) link: BuddyLink,
+    pub(crate) kind: AtomicU8,
+    pub(crate) list: u8,
+    pub(crate) cache: AtomicU16,
+    pub(crate) inuse: u16,
+    pub(crate) objects: u16,
+    pub(crate) head: AtomicU32,
+    pub(crate) freelist: u32,
+}
+
+impl PageDesc {
+    pub(crate) fn kind(&self) -> PageKind {
+        PageKind::from_u8(self.kind.load(Ordering::Acquire))
+    }
+    pub(crate) fn set_kind(&self, k: PageKind) {
+        self.kind.store(k as u8, Ordering::Release);
+    }
+}
+
+/// Segment kinds.
+pub(crate) const SEG_NORMAL: u8 = 1;
+pub(crate) const SEG_HUGE: u8 = 2;
+const SEG_MAGIC: u32 = 0xd3a5_1ab5;
+
+/// The header at the start of every segment.
+///
+/// # Invariants
+/// `magic` is [`SEG_MAGIC`] while the segment is live. For a normal segment `used_pages` counts
+/// the pages handed out of its buddy (slabs and large runs), protected by the page-layer lock.
+#[repr(C)]
+pub(crate) struct SegmentHeader {
+    magic: u32,
+    pub(crate) kind: u8,
+    /// log2 of the segment's pages.
+    pub(crate) order: u8,
+    pub(crate) header_pages: u16,
+    pub(crate) used_pages: u32,
+}
+
+const _: () = assert!(size_of::<SegmentHeader>() <= size_of::<PageDesc>());
+
+/// Pages of header a normal segment of `2^order` pages needs.
+pub(crate) fn header_pages(order: u32, page_size: usize) -> usize {
+    (size_of::<PageDesc>() << order).div_ceil(page_size)
+}
+
+impl SegmentHeader {
+    /// Writes a fresh header (and for a normal segment, descriptors) at `seg`.
+    ///
+    /// # Safety
+    /// `seg` points to a run of `2^order` pages of `page_size`, aligned to `page_size`, owned by
+    /// the caller and not in use.
+    pub(crate) unsafe fn init(seg: *mut u8, kind: u8, order: u32, page_size: usize) -> *mut Self {
+        let hp = if kind == SEG_NORMAL {
+            header_pages(order, page_size)
+        } else {
+            1
+        };
+        let h = seg.cast::<SegmentHeader>();
+        // SAFETY: the run is ours and large enough for the header and all descriptors
+        // (header_pages < 2^order is checked by the page layer's configuration).
+        unsafe {
+            h.write(SegmentHeader {
+                magic: SEG_MAGIC,
+                kind,
+                order: order as u8,
+                header_pages: hp as u16,
+                used_pages: 0,
+            });
+            if kind == SEG_NORMAL {
+                for i in 1..(1usize << order) {
+                    let k = if i < hp {
+                        PageKind::Header
+                    } else {
+                        PageKind::Free
+                    };
+                    Self::desc_ptr(h, i).write(PageDesc {
+                        link: BuddyLink::UNLINKED,
+                        kind: AtomicU8::new(k as u8),
+                        list: 0,
+                        cache: AtomicU16::new(0),
+                        inuse: 0,
+                        objects: 0,
+                        head: AtomicU32::new(i as u32),
+                        freelist: 0,
+                    });
+                }
+            }
+        }
+        h
+    }
+
+    pub(crate) fn is_live(&self) -> bool {
+        self.magic == SEG_MAGIC
+    }
+
+    /// Marks the segment dead before it goes back to the page source.
+    pub(crate) fn kill(&mut self) {
+        self.magic = 0;
+    }
+
+    /// The descriptor of page `i` (1 <= i < pages) of the normal segment `h`.
+    ///
+    /// # Safety
+    /// `h` is a live normal segment and `i` is in `1..2^order`.
+    #[inline]
+    pub(crate) unsafe fn desc_ptr(h: *mut SegmentHeader, i: usize) -> *mut PageDesc {
+        // SAFETY: descriptors are laid out from the segment start, one per page (caller).
+        unsafe { h.cast::<PageDesc>().add(i) }
+    }
+
+    /// The buddy zone of normal segment `h`: its non-header pages.
+    ///
+    /// # Safety
+    /// `h` is a live normal segment.
+    pub(crate) unsafe fn zone(h: *mut SegmentHeader) -> Zone {
+        // SAFETY: `h` is live (caller).
+        let (order, hp) = unsafe { ((*h).order, (*h).header_pages) };
+        Zone {
+            nodes: h.cast::<u8>(),
+            stride: size_of::<PageDesc>(),
+            first: 0,
+            end: 1 << order,
+        }
+        .with_first(hp as usize)
+    }
+
+    /// Address of page `i` of segment `h`.
+    ///
+    /// # Safety
+    /// `i` is inside the segment.
+    #[inline]
+    pub(crate) unsafe fn page_ptr(h: *mut SegmentHeader, i: usize, page_shift: u32) -> *mut u8 {
+        // SAFETY: inside the segment's run (caller).
+        unsafe { h.cast::<u8>().add(i << page_shift) }
+    }
+
+    /// Index of the page holding `addr` in segment `h`.
+    #[inline]
+    pub(crate) fn page_index(h: *mut SegmentHeader, addr: usize, page_shift: u32) -> usize {
+        (addr - h as usize) >> page_shift
+    }
+}
+
+impl Zone {
+    /// The same zone with descriptors starting at index `first` (the array still starts at 0).
+    fn with_first(self, first: usize) -> Zone {
+        // SAFETY: `first < end`, so the offset stays inside the descriptor array.
+        let nodes = unsafe { self.nodes.add(first * self.stride) };
+        Zone {
+            nodes,
+            first,
+            ..self
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! A slab: a run of pages cut into equal objects at `base + i * size`, with an in-object free list.
+//!
+//! Free objects hold the link to the next free object in their first word, stored *encoded*:
+//! `(next_offset + 1) ^ secret ^ own_address`. A use-after-free write therefore cannot steer the
+//! allocator to an address of the attacker's choice: a decoded link that is not the offset of an
+//! object of this slab is detected as corruption.
+
+use crate::segment::PageDesc;
+
+/// What the free list of one slab looks like to the code walking it.
+#[derive(Clone, Copy)]
+pub(crate) struct SlabGeom {
+    pub(crate) size: usize,
+    pub(crate) objects: usize,
+    pub(crate) secret: usize,
+}
+
+/// A free-list link that does not decode to an object of its slab.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Corrupt {
+    pub(crate) at: usize,
+}
+
+impl SlabGeom {
+    #[inline]
+    fn encode(&self, slot: *mut u8, next_plus1: u32) -> usize {
+        next_plus1 as usize ^ self.secret ^ slot as usize
+    }
+
+    #[inline]
+    fn decode(&self, slot: *mut u8, word: usize) -> Result<u32, Corrupt> {
+        let v = word ^ self.secret ^ slot as usize;
+        if v == 0 || (v - 1 < self.objects * self.size && (v - 1) % self.size == 0) {
+            Ok(v as u32)
+        } else {
+            Err(Corrupt { at: slot as usize })
+        }
+    }
+
+    /// Builds the free list of a fresh slab at `base`, lowest address first.
+    ///
+    /// # Safety
+    /// `base` points to `objects * size` writable bytes owned by the caller, aligned for `usize`
+    /// at every object start.
+    pub(crate) unsafe fn init(&self, desc: &mut PageDesc, base: *mut u8) {
+        for i in 0..self.objects {
+            let next = if i + 1 < self.objects {
+                (i + 1) * self.size + 1
+            } else {
+                0
+            };
+            // SAFETY: object `i` lies in the slab (caller).
+            unsafe {
+                let slot = base.add(i * self.size);
+                slot.cast::<usize>().write(self.encode(slot, next as u32));
+            }
+        }
+        desc.freelist = 1;
+        desc.inuse = 0;
+        desc.objects = self.objects as u16;
+    }
+
+    /// Pops the first free object.
+    ///
+    /// # Safety
+    /// `desc` describes the slab at `base` with this geometry, and the slab has a free object.
+    #[inline]
+    pub(crate) unsafe fn pop(
+        &self,
+        desc: &mut PageDesc,
+        base: *mut u8,
+    ) -> Result<*mut u8, Corrupt> {
+        debug_assert!(desc.freelist != 0);
+        // SAFETY: the free list holds offsets of objects of this slab (decode checks each link).
+        unsafe {
+            let slot = base.add(desc.freelist as usize - 1);
+            let next = self.decode(slot, slot.cast::<usize>().read())?;
+            desc.freelist = next;
+            desc.inuse += 1;
+            Ok(slot)
+        }
+    }
+
+    /// Pushes the object at offset `off`.
+    ///
+    /// # Safety
+    /// `off` is the offset of an allocated object of the slab at `base` described by `desc`.
+    #[inline]
+    pub(crate) unsafe fn push(&self, desc: &mut PageDesc, base: *mut u8, off: usize) {
+        // SAFETY: the object is in the slab and no longer used (caller).
+        unsafe {
+            let slot = base.add(off);
+            slot.cast::<usize>().write(self.encode(slot, desc.freelist));
+        }
+        desc.freelist = off as u32 + 1;
+        desc.inuse -= 1;
+    }
+
+    /// Is the object at `off` on the free list? Walks the list: O(objects).
+    ///
+    /// # Safety
+    /// As for [`pop`](Self::pop).
+    pub(crate) unsafe fn is_free(
+        &self,
+        desc: &PageDesc,
+        base: *mut u8,
+        off: usize,
+    ) -> Result<bool, Corrupt> {
+        let mut cur = desc.freelist;
+        let mut steps = 0;
+        while cur != 0 {
+            if cur as usize - 1 == off {
+                return Ok(true);
+            }
+            steps += 1;
+            if steps > self.objects {
+                return Err(Corrupt { at: base as usize });
+            }
+            // SAFETY: `cur` decoded as an object offset of this slab.
+            let slot = unsafe { base.add(cur as usize - 1) };
+            // SAFETY: a free object holds its link in its first word.
+            cur = self.decode(slot, unsafe { slot.cast::<usize>().read() })?;
+        }
+        Ok(false)
+    }
+
+    /// Is `off` the start of an object of this slab?
+    #[inline]
+    pub(crate) fn is_object_start(&self, off: usize) -> bool {
+        off < self.objects * self.size && off % self.size == 0
+    }
+}
