@@ -102,6 +102,16 @@ fn details(out: &mut String, s: &Scenario, page_size: u64) {
     }
 }
 
+/// The summary table alone (one line per scenario), or the reason there is nothing to cost.
+pub fn summary_text(a: &Analysis) -> String {
+    if let Some(line) = nothing_to_cost(a) {
+        return line + "\n";
+    }
+    let mut out = String::new();
+    summary(&mut out, a);
+    out
+}
+
 /// The readable report: a summary table, then the changing caches of every scenario.
 pub fn text(a: &Analysis) -> String {
     if let Some(line) = nothing_to_cost(a) {
