@@ -1,1 +1,68 @@
-fn main() {}
+//! `dmaslab`: report, cost, demo and run.
+//!
+//! Each subcommand lives in its own module with an `Args` (clap) and a `run` function.
+//! Errors print one line on stderr and exit non-zero.
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+mod cost;
+mod report;
+
+#[derive(Parser)]
+#[command(
+    name = "dmaslab",
+    version,
+    about = "kmalloc-style slab allocator: DMA alignment policies measured"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the built-in seed workload under each policy and print what each costs.
+    Report(report::Args),
+    /// What policy A (every kmalloc buffer DMA-safe) would cost, from a /proc/slabinfo.
+    Cost(cost::Args),
+}
+
+/// A failed command: one line for stderr and the exit status.
+#[derive(Debug)]
+pub struct CliError {
+    pub code: u8,
+    pub message: String,
+}
+
+impl CliError {
+    /// Bad input (malformed file, bad value): exit status 2.
+    pub fn input(message: impl Into<String>) -> Self {
+        CliError {
+            code: 2,
+            message: message.into(),
+        }
+    }
+    /// Anything else that went wrong: exit status 1.
+    pub fn failure(message: impl Into<String>) -> Self {
+        CliError {
+            code: 1,
+            message: message.into(),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Report(args) => report::run(args),
+        Command::Cost(args) => cost::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dmaslab: {}", e.message);
+            ExitCode::from(e.code)
+        }
+    }
+}

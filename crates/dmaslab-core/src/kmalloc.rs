@@ -369,7 +369,7 @@ impl<P: PageSource> Kmalloc<P> {
         let seg = seg.as_ptr().cast::<SegmentHeader>();
         // SAFETY: the map holds only live segments; headers are never freed while registered.
         unsafe {
-            if !(*seg).is_live() {
+            if !SegmentHeader::is_live(seg) {
                 return Loc::Foreign;
             }
             if (*seg).kind == SEG_HUGE {
@@ -387,7 +387,7 @@ impl<P: PageSource> Kmalloc<P> {
                 return Loc::Header { seg, pages: hp };
             }
             let d = SegmentHeader::desc_ptr(seg, i);
-            match (*d).kind() {
+            match PageDesc::kind_of(d) {
                 PageKind::Slab | PageKind::SlabTail => {
                     let head =
                         SegmentHeader::desc_ptr(seg, (*d).head.load(Ordering::Acquire) as usize);
@@ -433,7 +433,7 @@ impl<P: PageSource> Kmalloc<P> {
                 let mut c = self.caches[cache as usize].lock();
                 // SAFETY: `kind` and `cache` of a slab head are stable under its cache's lock.
                 let still = unsafe {
-                    (*head).kind() == PageKind::Slab
+                    PageDesc::kind_of(head) == PageKind::Slab
                         && (*head).cache.load(Ordering::Acquire) == cache
                 };
                 if !still || !c.live {
@@ -454,7 +454,7 @@ impl<P: PageSource> Kmalloc<P> {
                 // SAFETY: large-run descriptors are stable under the page-layer lock.
                 unsafe {
                     let d = SegmentHeader::desc_ptr(seg, head);
-                    if (*d).kind() != PageKind::Large
+                    if PageDesc::kind_of(d) != PageKind::Large
                         || SegmentHeader::page_ptr(seg, head, self.page_shift) as usize != addr
                     {
                         return Err(FreeError::InvalidPointer(addr));
@@ -497,7 +497,7 @@ impl<P: PageSource> Kmalloc<P> {
                 let c = self.caches[cache as usize].lock();
                 // SAFETY: stable under the cache lock; checked before use.
                 unsafe {
-                    if (*head).kind() != PageKind::Slab
+                    if PageDesc::kind_of(head) != PageKind::Slab
                         || (*head).cache.load(Ordering::Acquire) != cache
                     {
                         return None;
@@ -514,7 +514,7 @@ impl<P: PageSource> Kmalloc<P> {
                 unsafe {
                     let d = SegmentHeader::desc_ptr(seg, head);
                     let start = SegmentHeader::page_ptr(seg, head, self.page_shift) as usize;
-                    ((*d).kind() == PageKind::Large && start == addr)
+                    (PageDesc::kind_of(d) == PageKind::Large && start == addr)
                         .then(|| self.page_size() << (*d).link.order)
                 }
             }
@@ -539,7 +539,8 @@ impl<P: PageSource> Kmalloc<P> {
         }
     }
 
-    /// Resizes the allocation at `ptr` to `new_size` bytes, in place when it fits. Null `ptr`
+    /// Resizes the allocation at `ptr` to `new_size` bytes, in place when it fits (and the place
+    /// is naturally aligned for `new_size`, so krealloc keeps kmalloc's alignment promise). Null `ptr`
     /// allocates; `new_size == 0` frees `ptr` and returns `None`. On failure `ptr` is untouched.
     ///
     /// # Safety
@@ -555,7 +556,13 @@ impl<P: PageSource> Kmalloc<P> {
             return None;
         }
         let old = self.ksize(ptr)?;
-        if new_size <= old && self.kmalloc_size_roundup(new_size) * 2 > old {
+        // In place when it fits without wasting half of it, and keeps the natural alignment a
+        // fresh kmalloc(new_size) would have.
+        let natural = natural_align(new_size).min(self.max_natural_align());
+        if new_size <= old
+            && self.kmalloc_size_roundup(new_size) * 2 > old
+            && ptr as usize % natural == 0
+        {
             return NonNull::new(ptr);
         }
         let new = self.kmalloc(new_size, gfp)?;
@@ -731,7 +738,7 @@ impl<P: PageSource> Kmalloc<P> {
                 let c = self.caches[cache as usize].lock();
                 // SAFETY: stable under the cache lock; checked first.
                 unsafe {
-                    if (*head).kind() != PageKind::Slab
+                    if PageDesc::kind_of(head) != PageKind::Slab
                         || (*head).cache.load(Ordering::Acquire) != cache
                     {
                         return Owner::Unused;
@@ -758,7 +765,7 @@ impl<P: PageSource> Kmalloc<P> {
                 // SAFETY: stable under the page-layer lock.
                 unsafe {
                     let d = SegmentHeader::desc_ptr(seg, head);
-                    if (*d).kind() != PageKind::Large {
+                    if PageDesc::kind_of(d) != PageKind::Large {
                         return Owner::Unused;
                     }
                     let start = SegmentHeader::page_ptr(seg, head, self.page_shift) as usize;
@@ -877,7 +884,7 @@ impl<P: PageSource> Drop for Kmalloc<P> {
                 } else {
                     seg_order
                 };
-                (*h).kill();
+                SegmentHeader::kill(h);
                 pl.source.free_pages(seg, order);
             });
             self.map.release(&mut pl.source);

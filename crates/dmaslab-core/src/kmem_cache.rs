@@ -222,7 +222,7 @@ impl KmemCache {
         // SAFETY: `slab` is a partial slab of this cache: it has a free object.
         let obj = unsafe {
             let base = self.slab_base(slab);
-            let obj = geom.pop(&mut *slab, base)?;
+            let obj = geom.pop(slab, base)?;
             if (*slab).freelist == 0 {
                 self.partial.remove(slab);
                 self.full.push(slab);
@@ -264,7 +264,7 @@ impl KmemCache {
         unsafe {
             let d = SegmentHeader::desc_ptr(seg, i);
             let base = SegmentHeader::page_ptr(seg, i, self.page_shift);
-            geom.init(&mut *d, base);
+            geom.init(d, base);
             (*d).list = LIST_PARTIAL;
             self.partial.push(d);
             Some(d)
@@ -295,7 +295,7 @@ impl KmemCache {
                 return Err(FreeError::DoubleFree(obj as usize));
             }
             let was_full = (*d).list == LIST_FULL;
-            geom.push(&mut *d, base, off);
+            geom.push(d, base, off);
             self.active_objs -= 1;
             if (*d).inuse == 0 {
                 if was_full {
@@ -326,7 +326,7 @@ impl KmemCache {
         // SAFETY: as the caller promises.
         unsafe {
             let base = self.slab_base(d);
-            self.geom().is_free(&*d, base, obj as usize - base as usize)
+            self.geom().is_free(d, base, obj as usize - base as usize)
         }
     }
 

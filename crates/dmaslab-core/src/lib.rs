@@ -41,6 +41,7 @@ mod mmap;
 mod page_layer;
 mod page_source;
 mod policy;
+pub mod seed;
 mod segment;
 mod segment_map;
 pub mod size_class;

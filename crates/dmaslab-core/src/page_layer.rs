@@ -123,7 +123,7 @@ impl<P: PageSource> PageLayer<P> {
             let head = SegmentHeader::desc_ptr(seg, i);
             (*head).cache.store(cache, Ordering::Relaxed);
             (*head).head.store(i as u32, Ordering::Relaxed);
-            (*head).set_kind(kind);
+            PageDesc::set_kind_of(head, kind);
             let tail = if kind == PageKind::Slab {
                 PageKind::SlabTail
             } else {
@@ -133,7 +133,7 @@ impl<P: PageSource> PageLayer<P> {
                 let d = SegmentHeader::desc_ptr(seg, j);
                 (*d).head.store(i as u32, Ordering::Relaxed);
                 (*d).cache.store(cache, Ordering::Relaxed);
-                (*d).set_kind(tail);
+                PageDesc::set_kind_of(d, tail);
             }
         }
         if kind == PageKind::Slab {
@@ -154,14 +154,14 @@ impl<P: PageSource> PageLayer<P> {
         unsafe {
             let head = SegmentHeader::desc_ptr(seg, i);
             let order = (*head).link.order as u32;
-            if (*head).kind() == PageKind::Slab {
+            if PageDesc::kind_of(head) == PageKind::Slab {
                 self.counts.slab_pages -= 1 << order;
             } else {
                 self.counts.large_pages -= 1 << order;
             }
             for j in i..i + (1 << order) {
                 let d = SegmentHeader::desc_ptr(seg, j);
-                (*d).set_kind(PageKind::Free);
+                PageDesc::set_kind_of(d, PageKind::Free);
                 (*d).head.store(j as u32, Ordering::Relaxed);
             }
             if self.free.free_pages >= self.discard_threshold {
@@ -233,7 +233,7 @@ impl<P: PageSource> PageLayer<P> {
                 i += 1 << k;
             }
             map.remove(seg as usize);
-            (*seg).kill();
+            SegmentHeader::kill(seg);
             self.source
                 .free_pages(NonNull::new_unchecked(seg.cast()), self.seg_order);
         }
@@ -274,7 +274,7 @@ impl<P: PageSource> PageLayer<P> {
         unsafe {
             let order = (*seg).order as u32;
             map.remove(seg as usize);
-            (*seg).kill();
+            SegmentHeader::kill(seg);
             self.counts.huge_pages -= 1 << order;
             self.source
                 .free_pages(NonNull::new_unchecked(seg.cast()), order);

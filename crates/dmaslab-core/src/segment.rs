@@ -68,11 +68,26 @@ pub(crate) struct PageDesc {
 }
 
 impl PageDesc {
-    pub(crate) fn kind(&self) -> PageKind {
-        PageKind::from_u8(self.kind.load(Ordering::Acquire))
+    /// The kind of the page `d` describes. Reads only the atomic field, never forming a
+    /// reference to the whole descriptor (whose other fields another thread may be writing
+    /// under its lock).
+    ///
+    /// # Safety
+    /// `d` points to a live descriptor.
+    #[inline]
+    pub(crate) unsafe fn kind_of(d: *const PageDesc) -> PageKind {
+        // SAFETY: `d` is live (caller); only the atomic field is borrowed.
+        PageKind::from_u8(unsafe { (*d).kind.load(Ordering::Acquire) })
     }
-    pub(crate) fn set_kind(&self, k: PageKind) {
-        self.kind.store(k as u8, Ordering::Release);
+
+    /// Sets the kind of the page `d` describes.
+    ///
+    /// # Safety
+    /// As for [`kind_of`](Self::kind_of).
+    #[inline]
+    pub(crate) unsafe fn set_kind_of(d: *const PageDesc, k: PageKind) {
+        // SAFETY: `d` is live (caller); only the atomic field is borrowed.
+        unsafe { (*d).kind.store(k as u8, Ordering::Release) };
     }
 }
 
@@ -149,13 +164,22 @@ impl SegmentHeader {
         h
     }
 
-    pub(crate) fn is_live(&self) -> bool {
-        self.magic == SEG_MAGIC
+    /// Does `h` hold a live segment header? Reads one field, forming no reference.
+    ///
+    /// # Safety
+    /// `h` points to readable memory of a registered segment.
+    pub(crate) unsafe fn is_live(h: *const SegmentHeader) -> bool {
+        // SAFETY: readable (caller); field access only.
+        unsafe { (*h).magic == SEG_MAGIC }
     }
 
     /// Marks the segment dead before it goes back to the page source.
-    pub(crate) fn kill(&mut self) {
-        self.magic = 0;
+    ///
+    /// # Safety
+    /// `h` is a segment header the caller owns under the page-layer lock.
+    pub(crate) unsafe fn kill(h: *mut SegmentHeader) {
+        // SAFETY: as the caller promises; field access only.
+        unsafe { (*h).magic = 0 };
     }
 
     /// The descriptor of page `i` (1 <= i < pages) of the normal segment `h`.

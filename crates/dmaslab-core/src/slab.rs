@@ -40,9 +40,9 @@ impl SlabGeom {
     /// Builds the free list of a fresh slab at `base`, lowest address first.
     ///
     /// # Safety
-    /// `base` points to `objects * size` writable bytes owned by the caller, aligned for `usize`
-    /// at every object start.
-    pub(crate) unsafe fn init(&self, desc: &mut PageDesc, base: *mut u8) {
+    /// `desc` is the slab's head descriptor, owned by the caller's cache lock; `base` points to
+    /// `objects * size` writable bytes, aligned for `usize` at every object start.
+    pub(crate) unsafe fn init(&self, desc: *mut PageDesc, base: *mut u8) {
         for i in 0..self.objects {
             let next = if i + 1 < self.objects {
                 (i + 1) * self.size + 1
@@ -55,28 +55,33 @@ impl SlabGeom {
                 slot.cast::<usize>().write(self.encode(slot, next as u32));
             }
         }
-        desc.freelist = 1;
-        desc.inuse = 0;
-        desc.objects = self.objects as u16;
+        // SAFETY: the descriptor is ours under the cache lock (caller); fields only.
+        unsafe {
+            (*desc).freelist = 1;
+            (*desc).inuse = 0;
+            (*desc).objects = self.objects as u16;
+        }
     }
 
     /// Pops the first free object.
     ///
     /// # Safety
-    /// `desc` describes the slab at `base` with this geometry, and the slab has a free object.
+    /// `desc` describes the slab at `base` with this geometry, is owned by the caller's cache
+    /// lock, and the slab has a free object.
     #[inline]
     pub(crate) unsafe fn pop(
         &self,
-        desc: &mut PageDesc,
+        desc: *mut PageDesc,
         base: *mut u8,
     ) -> Result<*mut u8, Corrupt> {
-        debug_assert!(desc.freelist != 0);
-        // SAFETY: the free list holds offsets of objects of this slab (decode checks each link).
+        // SAFETY: the free list holds offsets of objects of this slab (decode checks each link);
+        // the descriptor's plain fields belong to the cache lock (caller).
         unsafe {
-            let slot = base.add(desc.freelist as usize - 1);
+            debug_assert!((*desc).freelist != 0);
+            let slot = base.add((*desc).freelist as usize - 1);
             let next = self.decode(slot, slot.cast::<usize>().read())?;
-            desc.freelist = next;
-            desc.inuse += 1;
+            (*desc).freelist = next;
+            (*desc).inuse += 1;
             Ok(slot)
         }
     }
@@ -84,29 +89,32 @@ impl SlabGeom {
     /// Pushes the object at offset `off`.
     ///
     /// # Safety
-    /// `off` is the offset of an allocated object of the slab at `base` described by `desc`.
+    /// `off` is the offset of an allocated object of the slab at `base` described by `desc`,
+    /// which the caller's cache lock owns.
     #[inline]
-    pub(crate) unsafe fn push(&self, desc: &mut PageDesc, base: *mut u8, off: usize) {
-        // SAFETY: the object is in the slab and no longer used (caller).
+    pub(crate) unsafe fn push(&self, desc: *mut PageDesc, base: *mut u8, off: usize) {
+        // SAFETY: the object is in the slab and no longer used; the descriptor is ours (caller).
         unsafe {
             let slot = base.add(off);
-            slot.cast::<usize>().write(self.encode(slot, desc.freelist));
+            slot.cast::<usize>()
+                .write(self.encode(slot, (*desc).freelist));
+            (*desc).freelist = off as u32 + 1;
+            (*desc).inuse -= 1;
         }
-        desc.freelist = off as u32 + 1;
-        desc.inuse -= 1;
     }
 
     /// Is the object at `off` on the free list? Walks the list: O(objects).
     ///
     /// # Safety
-    /// As for [`pop`](Self::pop).
+    /// As for [`pop`](Self::pop), without needing a free object.
     pub(crate) unsafe fn is_free(
         &self,
-        desc: &PageDesc,
+        desc: *const PageDesc,
         base: *mut u8,
         off: usize,
     ) -> Result<bool, Corrupt> {
-        let mut cur = desc.freelist;
+        // SAFETY: the descriptor is owned by the caller's cache lock.
+        let mut cur = unsafe { (*desc).freelist };
         let mut steps = 0;
         while cur != 0 {
             if cur as usize - 1 == off {
@@ -116,9 +124,9 @@ impl SlabGeom {
             if steps > self.objects {
                 return Err(Corrupt { at: base as usize });
             }
-            // SAFETY: `cur` decoded as an object offset of this slab.
+            // SAFETY: `cur` decoded as an object offset of this slab, and a free object holds
+            // its link in its first word.
             let slot = unsafe { base.add(cur as usize - 1) };
-            // SAFETY: a free object holds its link in its first word.
             cur = self.decode(slot, unsafe { slot.cast::<usize>().read() })?;
         }
         Ok(false)

@@ -1,0 +1,229 @@
+//! Model-based property tests: random allocate / free / realloc sequences under every policy,
+//! checked against a model of what must be live.
+
+mod common;
+
+use common::{kmalloc, natural_align, region};
+use dmaslab_core::{Gfp, Kmalloc, Owner, PageSource, Policy};
+use proptest::prelude::*;
+
+#[derive(Clone, Debug)]
+enum Op {
+    Alloc {
+        size: usize,
+        align_log: u32,
+        dma: bool,
+    },
+    Free(usize),
+    Realloc(usize, usize),
+}
+
+fn size_strategy() -> impl Strategy<Value = usize> {
+    prop_oneof![
+        6 => 1usize..=256,
+        3 => 257usize..=8192,
+        1 => 8193usize..=70_000,
+        1 => prop::sample::select(vec![8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192, 16384]),
+    ]
+}
+
+fn op_strategy() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        5 => (size_strategy(), prop_oneof![4 => Just(0u32), 1 => 0u32..=13], any::<bool>())
+            .prop_map(|(size, align_log, dma)| Op::Alloc { size, align_log, dma }),
+        3 => any::<usize>().prop_map(Op::Free),
+        1 => (any::<usize>(), size_strategy()).prop_map(|(i, s)| Op::Realloc(i, s)),
+    ]
+}
+
+struct Live {
+    ptr: *mut u8,
+    size: usize,
+    ksize: usize,
+    fill: u8,
+}
+
+fn fill(l: &Live) {
+    // SAFETY: the object is live and at least `size` bytes.
+    unsafe { l.ptr.write_bytes(l.fill, l.size) };
+}
+
+fn check_contents(l: &Live) {
+    // SAFETY: the object is live and at least `size` bytes, all written with `fill`.
+    let s = unsafe { std::slice::from_raw_parts(l.ptr, l.size) };
+    assert!(
+        s.iter().all(|&b| b == l.fill),
+        "object at {:p} lost its contents",
+        l.ptr
+    );
+}
+
+fn check_placement<P: PageSource>(k: &Kmalloc<P>, l: &Live, align: usize, dma: bool) {
+    let addr = l.ptr as usize;
+    assert!(l.ksize >= l.size, "ksize {} < size {}", l.ksize, l.size);
+    assert_eq!(
+        addr % align,
+        0,
+        "explicit alignment {align} of size {}",
+        l.size
+    );
+    let natural = natural_align(l.size).min(k.max_natural_align());
+    assert_eq!(
+        addr % natural,
+        0,
+        "natural alignment {natural} of size {}",
+        l.size
+    );
+    let dma_safe = k.policy() == Policy::A || (dma && k.policy() != Policy::A);
+    if dma_safe && l.size <= 8192 {
+        let line = k.config().dma_minalign;
+        assert_eq!(addr % line, 0, "DMA-safe object not line-aligned");
+        assert_eq!(l.ksize % line, 0, "DMA-safe object shares its last line");
+    }
+}
+
+fn run(policy: Policy, line: usize, ops: &[Op]) {
+    let mut mem = region(if cfg!(miri) { 2 << 20 } else { 24 << 20 });
+    let k = kmalloc(&mut mem, policy, line);
+    let mut live: Vec<Live> = Vec::new();
+    let mut fills = 0u8;
+    for op in ops {
+        match *op {
+            Op::Alloc {
+                size,
+                align_log,
+                dma,
+            } => {
+                let align = 1usize << align_log;
+                let gfp = if dma { Gfp::DMA } else { Gfp::KERNEL };
+                let Some(p) = k.kmalloc_aligned(size, align, gfp) else {
+                    continue;
+                };
+                fills = fills.wrapping_add(1);
+                let l = Live {
+                    ptr: p.as_ptr(),
+                    size,
+                    ksize: k.ksize(p.as_ptr()).expect("ksize of live"),
+                    fill: fills,
+                };
+                check_placement(&k, &l, align, dma);
+                fill(&l);
+                live.push(l);
+            }
+            Op::Free(i) if !live.is_empty() => {
+                let l = live.swap_remove(i % live.len());
+                check_contents(&l);
+                // SAFETY: `l` is live and dropped from the model.
+                unsafe { k.kfree(l.ptr) }.expect("free of a live object");
+            }
+            Op::Realloc(i, size) if !live.is_empty() => {
+                let idx = i % live.len();
+                check_contents(&live[idx]);
+                let old = &live[idx];
+                // SAFETY: `old.ptr` is live; on success only the new pointer is used.
+                let Some(p) = (unsafe { k.krealloc(old.ptr, size, Gfp::KERNEL) }) else {
+                    continue;
+                };
+                let keep = old.size.min(size);
+                // SAFETY: the new object is at least `size` bytes.
+                let s = unsafe { std::slice::from_raw_parts(p.as_ptr(), keep) };
+                assert!(s.iter().all(|&b| b == old.fill), "krealloc lost contents");
+                let l = Live {
+                    ptr: p.as_ptr(),
+                    size,
+                    ksize: k.ksize(p.as_ptr()).unwrap(),
+                    fill: old.fill,
+                };
+                check_placement(&k, &l, 1, false);
+                fill(&l);
+                live[idx] = l;
+            }
+            _ => {}
+        }
+        check_disjoint(&live);
+        check_stats(&k, &live);
+    }
+    for l in &live {
+        check_contents(l);
+        match k.owner_of(l.ptr as usize + l.size - 1) {
+            Owner::Object {
+                start, live: true, ..
+            }
+            | Owner::Large { start, .. } => {
+                assert_eq!(start, l.ptr as usize)
+            }
+            other => panic!("owner_of a live object says {other:?}"),
+        }
+    }
+    for l in live.drain(..) {
+        // SAFETY: each is live; the model forgets it.
+        unsafe { k.kfree(l.ptr) }.unwrap();
+    }
+    check_stats(&k, &live);
+    k.shrink_all();
+    let t = k.totals();
+    assert_eq!(
+        t.pages.slab_pages + t.pages.large_pages + t.pages.huge_pages,
+        0,
+        "pages left after freeing all"
+    );
+}
+
+fn check_disjoint(live: &[Live]) {
+    let mut spans: Vec<(usize, usize)> = live
+        .iter()
+        .map(|l| (l.ptr as usize, l.ptr as usize + l.ksize))
+        .collect();
+    spans.sort_unstable();
+    for w in spans.windows(2) {
+        assert!(
+            w[0].1 <= w[1].0,
+            "objects overlap: {:#x?} and {:#x?}",
+            w[0],
+            w[1]
+        );
+    }
+}
+
+fn check_stats<P: PageSource>(k: &Kmalloc<P>, live: &[Live]) {
+    let mut active = 0;
+    k.for_each_cache(|_, info| {
+        assert!(info.active_objs <= info.num_objs);
+        assert_eq!(info.num_objs, info.num_slabs * info.objperslab);
+        active += info.active_objs;
+    });
+    let slab_objects = live.iter().filter(|l| l.ksize <= 8192).count();
+    assert_eq!(active, slab_objects, "active_objs disagree with the model");
+    assert_eq!(k.totals().live_allocations as usize, live.len());
+}
+
+fn cases() -> ProptestConfig {
+    ProptestConfig {
+        cases: if cfg!(miri) { 2 } else { 256 },
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
+fn ops() -> impl Strategy<Value = Vec<Op>> {
+    prop::collection::vec(op_strategy(), 1..if cfg!(miri) { 40 } else { 400 })
+}
+
+proptest! {
+    #![proptest_config(cases())]
+
+    #[test]
+    fn policy_a_line_64(ops in ops()) { run(Policy::A, 64, &ops) }
+
+    #[test]
+    fn policy_a_line_128(ops in ops()) { run(Policy::A, 128, &ops) }
+
+    #[test]
+    fn policy_b(ops in ops()) { run(Policy::B, 64, &ops) }
+
+    #[test]
+    fn policy_c(ops in ops()) { run(Policy::C, 64, &ops) }
+
+    #[test]
+    fn policy_c_line_32(ops in ops()) { run(Policy::C, 32, &ops) }
+}
