@@ -1,0 +1,151 @@
+//! The heap's settings, read from the environment without allocating.
+//!
+//! `DMASLAB_POLICY=A|B|C` (default C), `DMASLAB_DMA_MINALIGN=32|64|128|256` (default 64),
+//! `DMASLAB_STATS=stderr|PATH` (`%p` in PATH becomes the pid; unset: no statistics). An unknown
+//! value is reported on stderr once (the environment is read once per process) and the default
+//! used.
+//!
+//! The environment is read with `getenv(3)`, which does not allocate, because the heap is built
+//! inside the first `malloc` of the process.
+
+use crate::sys::{stderr_line, FixedBuf};
+use core::ffi::CStr;
+use dmaslab_core::{Policy, DMA_MINALIGNS};
+
+/// Longest `DMASLAB_STATS` path kept (bytes, before `%p` expansion).
+pub const STATS_PATH_MAX: usize = 512;
+
+/// Where the statistics go at exit. (Inline path bytes: the heap never allocates for it.)
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatsTarget {
+    /// Nowhere (the default).
+    None,
+    /// Standard error.
+    Stderr,
+    /// A file; `%p` is replaced by the pid when it is opened.
+    Path {
+        /// The path bytes (no NUL).
+        bytes: [u8; STATS_PATH_MAX],
+        /// Used length of `bytes`.
+        len: usize,
+    },
+}
+
+/// The heap's settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// The DMA alignment policy.
+    pub policy: Policy,
+    /// The DMA cache line.
+    pub dma_minalign: usize,
+    /// Where statistics go at exit.
+    pub stats: StatsTarget,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            policy: Policy::C,
+            dma_minalign: 64,
+            stats: StatsTarget::None,
+        }
+    }
+}
+
+/// Parses a `DMASLAB_POLICY` value.
+pub fn parse_policy(s: &[u8]) -> Option<Policy> {
+    core::str::from_utf8(s).ok().and_then(Policy::parse)
+}
+
+/// Parses a `DMASLAB_DMA_MINALIGN` value.
+pub fn parse_minalign(s: &[u8]) -> Option<usize> {
+    let n: usize = core::str::from_utf8(s).ok()?.trim().parse().ok()?;
+    DMA_MINALIGNS.contains(&n).then_some(n)
+}
+
+/// Parses a `DMASLAB_STATS` value: `stderr`, or a non-empty path that fits [`STATS_PATH_MAX`].
+pub fn parse_stats(s: &[u8]) -> Option<StatsTarget> {
+    if s == b"stderr" {
+        return Some(StatsTarget::Stderr);
+    }
+    if s.is_empty() || s.len() > STATS_PATH_MAX {
+        return None;
+    }
+    let mut bytes = [0u8; STATS_PATH_MAX];
+    bytes[..s.len()].copy_from_slice(s);
+    Some(StatsTarget::Path {
+        bytes,
+        len: s.len(),
+    })
+}
+
+fn getenv(name: &CStr) -> Option<&'static [u8]> {
+    // SAFETY: `name` is NUL-terminated; getenv returns null or a NUL-terminated string that
+    // lives as long as the environment is not modified (we copy what we keep right away).
+    let p = unsafe { libc::getenv(name.as_ptr()) };
+    if p.is_null() {
+        None
+    } else {
+        // SAFETY: non-null result of getenv: a valid C string.
+        Some(unsafe { CStr::from_ptr(p) }.to_bytes())
+    }
+}
+
+fn warn(var: &str, value: &[u8], default: &str) {
+    let mut b = FixedBuf::<256>::new();
+    b.push(b"dmaslab: unknown ");
+    b.push(var.as_bytes());
+    b.push(b" value '");
+    b.push(&value[..value.len().min(64)]);
+    b.push(b"', using ");
+    b.push(default.as_bytes());
+    stderr_line(b.as_bytes());
+}
+
+impl Settings {
+    /// Reads the settings from the environment, reporting unknown values on stderr.
+    pub fn from_env() -> Settings {
+        let mut s = Settings::default();
+        if let Some(v) = getenv(c"DMASLAB_POLICY") {
+            match parse_policy(v) {
+                Some(p) => s.policy = p,
+                None => warn("DMASLAB_POLICY", v, "C"),
+            }
+        }
+        if let Some(v) = getenv(c"DMASLAB_DMA_MINALIGN") {
+            match parse_minalign(v) {
+                Some(l) => s.dma_minalign = l,
+                None => warn("DMASLAB_DMA_MINALIGN", v, "64"),
+            }
+        }
+        if let Some(v) = getenv(c"DMASLAB_STATS") {
+            match parse_stats(v) {
+                Some(t) => s.stats = t,
+                None => warn("DMASLAB_STATS", v, "no statistics"),
+            }
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_values() {
+        assert_eq!(parse_policy(b"A"), Some(Policy::A));
+        assert_eq!(parse_policy(b"b"), Some(Policy::B));
+        assert_eq!(parse_policy(b"D"), None);
+        assert_eq!(parse_minalign(b"128"), Some(128));
+        assert_eq!(parse_minalign(b"48"), None);
+        assert_eq!(parse_minalign(b"x"), None);
+        assert_eq!(parse_stats(b"stderr"), Some(StatsTarget::Stderr));
+        assert_eq!(parse_stats(b""), None);
+        match parse_stats(b"/tmp/s.%p") {
+            Some(StatsTarget::Path { bytes, len }) => assert_eq!(&bytes[..len], b"/tmp/s.%p"),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! dmaslab: the userspace heap on `dmaslab-core`.
+//!
+//! - [`heap()`]: the process-wide [`Heap`] — the core kmalloc over mmap, per-thread magazines
+//!   and a shared depot (see [`heap`](mod@heap) for the fast path).
+//! - [`DmaSlab`]: the heap as `#[global_allocator]`.
+//! - [`DmaAlloc`]: an `allocator-api2` allocator of DMA-safe buffers, so `Vec<u8, DmaAlloc>`
+//!   works on stable Rust.
+//! - The C `malloc` family for `LD_PRELOAD` is the `dmaslab-preload` crate (`libdmaslab.so`).
+//!
+//! Settings come from the environment: `DMASLAB_POLICY=A|B|C` (default C),
+//! `DMASLAB_DMA_MINALIGN=32|64|128|256` (default 64), `DMASLAB_STATS=stderr|PATH`.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod depot;
+mod dma_alloc;
+mod global_alloc;
+pub mod heap;
+pub mod magazine;
+pub mod sys;
+
+pub use config::{Settings, StatsTarget};
+pub use dma_alloc::DmaAlloc;
+pub use dmaslab_core::{Policy, Totals};
+pub use global_alloc::DmaSlab;
+pub use heap::{heap, try_heap, Heap};

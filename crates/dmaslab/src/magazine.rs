@@ -1,0 +1,98 @@
+//! Magazines: small stacks of free objects of one cache (Bonwick & Adams 2001; Linux 6.18 calls
+//! them sheaves).
+//!
+//! A magazine is itself a 512-byte kmalloc object, so magazines cost slab memory like anything
+//! else and show up in `kmalloc-512` of the slabinfo table. Objects held in a magazine look
+//! allocated to the core: its `active_objs` counts them.
+
+use core::ptr;
+
+/// The most objects a magazine holds: 62 pointers plus the header make 512 bytes.
+pub const MAG_MAX: usize = 62;
+
+/// The smallest per-class capacity.
+pub const MAG_MIN: usize = 4;
+
+/// Bytes of objects a full magazine should hold at most (before clamping to
+/// [`MAG_MIN`]..=[`MAG_MAX`]): keeps magazines of large classes from pinning much memory.
+pub const MAG_BYTES: usize = 8192;
+
+/// The capacity of magazines for objects of `size` bytes:
+/// `clamp(MAG_BYTES / size, MAG_MIN, MAG_MAX)` — 62 for 8..128, 32 for 256, 16 for 512, 8 for
+/// 1k, 4 from 2k up.
+pub const fn capacity_for(size: usize) -> usize {
+    let c = MAG_BYTES / if size == 0 { 1 } else { size };
+    if c < MAG_MIN {
+        MAG_MIN
+    } else if c > MAG_MAX {
+        MAG_MAX
+    } else {
+        c
+    }
+}
+
+/// A magazine.
+///
+/// # Invariants
+/// `count <= cap <= MAG_MAX`; `objs[..count]` are free objects of one cache, each owned by the
+/// magazine (nobody else uses them until popped). `next` links magazines in a depot list and is
+/// meaningful only there.
+#[repr(C)]
+pub struct Magazine {
+    /// Objects held.
+    pub count: u32,
+    /// Capacity (per class, see [`capacity_for`]).
+    pub cap: u32,
+    /// Depot list link.
+    pub next: *mut Magazine,
+    /// The objects, `objs[..count]`.
+    pub objs: [*mut u8; MAG_MAX],
+}
+
+/// Size of a magazine in bytes (512).
+pub const MAG_BYTES_SELF: usize = core::mem::size_of::<Magazine>();
+const _: () = assert!(MAG_BYTES_SELF == 512);
+
+impl Magazine {
+    /// Initialises the memory at `m` as an empty magazine of capacity `cap`.
+    ///
+    /// # Safety
+    /// `m` is valid for writes of [`MAG_BYTES_SELF`] bytes and suitably aligned.
+    pub unsafe fn init(m: *mut Magazine, cap: usize) {
+        debug_assert!(cap <= MAG_MAX);
+        // SAFETY: the caller gives a writable, aligned magazine-sized block.
+        unsafe {
+            (&raw mut (*m).count).write(0);
+            (&raw mut (*m).cap).write(cap as u32);
+            (&raw mut (*m).next).write(ptr::null_mut());
+        }
+    }
+
+    /// Is it full?
+    #[inline]
+    pub fn is_full(&self) -> bool {
+        self.count >= self.cap
+    }
+
+    /// Is it empty?
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capacities() {
+        assert_eq!(capacity_for(8), 62);
+        assert_eq!(capacity_for(128), 62);
+        assert_eq!(capacity_for(256), 32);
+        assert_eq!(capacity_for(512), 16);
+        assert_eq!(capacity_for(1024), 8);
+        assert_eq!(capacity_for(2048), 4);
+        assert_eq!(capacity_for(8192), 4);
+    }
+}

@@ -1,0 +1,161 @@
+//! Small OS helpers that never allocate: they run inside `malloc`.
+
+use core::fmt;
+
+/// A fixed-capacity byte buffer; pushes beyond the capacity are cut off.
+///
+/// # Invariants
+/// `len <= N`.
+pub struct FixedBuf<const N: usize> {
+    buf: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> Default for FixedBuf<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize> FixedBuf<N> {
+    /// An empty buffer.
+    pub const fn new() -> Self {
+        FixedBuf {
+            buf: [0; N],
+            len: 0,
+        }
+    }
+
+    /// Appends as much of `b` as fits.
+    pub fn push(&mut self, b: &[u8]) {
+        let n = b.len().min(N - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&b[..n]);
+        self.len += n;
+    }
+
+    /// The bytes written so far.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    /// Forgets the contents.
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Free room left.
+    pub fn room(&self) -> usize {
+        N - self.len
+    }
+}
+
+impl<const N: usize> fmt::Write for FixedBuf<N> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        if s.len() > self.room() {
+            return Err(fmt::Error);
+        }
+        self.push(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// Writes all of `b` to file descriptor `fd`, retrying on short writes and `EINTR`.
+pub fn write_all(fd: i32, mut b: &[u8]) -> bool {
+    while !b.is_empty() {
+        // SAFETY: `b` is a valid readable slice for its length.
+        let n = unsafe { libc::write(fd, b.as_ptr().cast(), b.len()) };
+        if n < 0 {
+            // SAFETY: reading errno has no preconditions.
+            if unsafe { *libc::__errno_location() } == libc::EINTR {
+                continue;
+            }
+            return false;
+        }
+        if n == 0 {
+            return false;
+        }
+        b = &b[n as usize..];
+    }
+    true
+}
+
+/// Writes `line` and a newline to stderr in one `write(2)` when it fits.
+pub fn stderr_line(line: &[u8]) {
+    let mut b = FixedBuf::<512>::new();
+    b.push(line);
+    b.push(b"\n");
+    write_all(2, b.as_bytes());
+}
+
+/// A `fmt::Write` that buffers on the stack and flushes to a file descriptor.
+pub struct FdWriter {
+    fd: i32,
+    buf: FixedBuf<4096>,
+    /// Set when a write(2) failed.
+    pub failed: bool,
+}
+
+impl FdWriter {
+    /// A writer to `fd`.
+    pub fn new(fd: i32) -> Self {
+        FdWriter {
+            fd,
+            buf: FixedBuf::new(),
+            failed: false,
+        }
+    }
+
+    /// Writes out what is buffered.
+    pub fn flush(&mut self) {
+        if !write_all(self.fd, self.buf.as_bytes()) {
+            self.failed = true;
+        }
+        self.buf.clear();
+    }
+}
+
+impl fmt::Write for FdWriter {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let mut b = s.as_bytes();
+        while !b.is_empty() {
+            if self.buf.room() == 0 {
+                self.flush();
+            }
+            let n = b.len().min(self.buf.room());
+            self.buf.push(&b[..n]);
+            b = &b[n..];
+        }
+        Ok(())
+    }
+}
+
+impl Drop for FdWriter {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// 64 random bits from the kernel, or a mix of addresses and the clock if that fails.
+pub fn random_u64() -> u64 {
+    let mut v = 0u64;
+    // SAFETY: writes at most 8 bytes into `v`.
+    let n = unsafe {
+        libc::getrandom(
+            (&raw mut v).cast(),
+            core::mem::size_of::<u64>(),
+            libc::GRND_NONBLOCK,
+        )
+    };
+    if n == 8 {
+        return v;
+    }
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let local = 0u8;
+    ((&raw const local as u64).rotate_left(17) ^ ts.tv_nsec as u64 ^ (ts.tv_sec as u64) << 32)
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
