@@ -146,7 +146,8 @@ pub unsafe extern "C" fn posix_memalign(
     align: usize,
     size: usize,
 ) -> libc::c_int {
-    if !align.is_power_of_two() || align % core::mem::size_of::<*mut c_void>() != 0 {
+    // A power of two is a multiple of `sizeof(void *)` (itself a power of two) iff not smaller.
+    if !align.is_power_of_two() || align < core::mem::size_of::<*mut c_void>() {
         return libc::EINVAL;
     }
     // SAFETY: errno is this thread's.

@@ -1,0 +1,185 @@
+//! Multithreaded stress on the process-wide heap: threads allocate, fill, pass objects to other
+//! threads, check contents there and free them; memory must stay bounded.
+
+use dmaslab::heap;
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+fn xorshift(s: &mut u64) -> u64 {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    *s
+}
+
+/// A block whose bytes are derived from its tag, so the receiver can check them.
+struct Block {
+    ptr: usize,
+    len: usize,
+    tag: u8,
+}
+
+fn fill(len: usize, tag: u8) -> Block {
+    let p = heap().malloc(len);
+    assert!(!p.is_null(), "malloc({len}) failed");
+    // SAFETY: a fresh block of `len` bytes.
+    unsafe { std::ptr::write_bytes(p, tag, len) };
+    Block {
+        ptr: p as usize,
+        len,
+        tag,
+    }
+}
+
+fn check_and_free(b: Block) {
+    let p = b.ptr as *mut u8;
+    // SAFETY: a live block of `len` bytes that this thread now owns.
+    let s = unsafe { std::slice::from_raw_parts(p, b.len) };
+    assert!(
+        s.iter().all(|&x| x == b.tag),
+        "block {:#x} of {} bytes corrupted",
+        b.ptr,
+        b.len
+    );
+    assert!(heap().usable_size(p) >= b.len);
+    // SAFETY: live and ours.
+    unsafe { heap().free(p) };
+}
+
+fn sizes(seed: &mut u64) -> usize {
+    match xorshift(seed) % 16 {
+        0 => 8193 + (xorshift(seed) % 40000) as usize,
+        1..=3 => 513 + (xorshift(seed) % 7680) as usize,
+        _ => 1 + (xorshift(seed) % 512) as usize,
+    }
+}
+
+#[test]
+fn threads_allocate_and_free_across_threads() {
+    let secs = std::env::var("DMASLAB_STRESS_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3u64);
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let n = 4;
+    let (txs, rxs): (Vec<_>, Vec<_>) = (0..n).map(|_| mpsc::channel::<Vec<Block>>()).unzip();
+    let mut handles = Vec::new();
+    for (i, rx) in rxs.into_iter().enumerate() {
+        let next = txs[(i + 1) % n].clone();
+        handles.push(thread::spawn(move || {
+            let mut seed = 0x9E37_79B9_7F4A_7C15u64 ^ (i as u64 + 1);
+            let mut local: Vec<Block> = Vec::new();
+            let mut ops = 0u64;
+            while Instant::now() < deadline {
+                let mut batch = Vec::new();
+                for _ in 0..64 {
+                    let len = sizes(&mut seed);
+                    let b = fill(len, (xorshift(&mut seed) & 0xff) as u8);
+                    if xorshift(&mut seed) % 2 == 0 {
+                        batch.push(b);
+                    } else {
+                        local.push(b);
+                    }
+                }
+                // Free half of the local ones here (same-thread frees).
+                while local.len() > 256 {
+                    let j = (xorshift(&mut seed) as usize) % local.len();
+                    check_and_free(local.swap_remove(j));
+                }
+                // Hand the batch to the next thread (cross-thread frees).
+                let _ = next.send(batch);
+                while let Ok(got) = rx.try_recv() {
+                    for b in got {
+                        check_and_free(b);
+                    }
+                }
+                ops += 64;
+            }
+            drop(next);
+            for b in local {
+                check_and_free(b);
+            }
+            (rx, ops)
+        }));
+    }
+    drop(txs);
+    let mut total = 0;
+    let mut rxs = Vec::new();
+    for h in handles {
+        let (rx, ops) = h.join().expect("stress thread panicked");
+        total += ops;
+        rxs.push(rx);
+    }
+    for rx in rxs {
+        while let Ok(got) = rx.try_recv() {
+            for b in got {
+                check_and_free(b);
+            }
+        }
+    }
+    assert!(total > 1000, "only {total} allocations");
+    eprintln!("stress: {total} allocations in {secs} s");
+}
+
+/// A thread's magazines go back to the depot when it exits, and its objects can be reused.
+#[test]
+fn thread_exit_returns_magazines() {
+    let before = heap().depot_counts();
+    thread::spawn(|| {
+        let v: Vec<usize> = (0..500).map(|_| heap().malloc(200) as usize).collect();
+        for p in v {
+            // SAFETY: our own blocks.
+            unsafe { heap().free(p as *mut u8) };
+        }
+    })
+    .join()
+    .unwrap();
+    let after = heap().depot_counts();
+    assert!(
+        after.0 + after.1 > before.0 + before.1 || after.2 > before.2,
+        "no magazine came back: {before:?} -> {after:?}"
+    );
+}
+
+#[test]
+fn alignment_and_sizes() {
+    let h = heap();
+    for align in [8usize, 16, 32, 64, 128, 256, 512, 1024, 4096, 65536] {
+        for size in [1usize, 7, 24, 65, 100, 513, 3000, 9000, 70000] {
+            let p = h.malloc_aligned(size, align);
+            assert!(!p.is_null());
+            assert_eq!(p as usize % align, 0, "size {size} align {align}");
+            assert!(h.usable_size(p) >= size);
+            // SAFETY: ours.
+            unsafe { h.free(p) };
+        }
+    }
+    for k in 3..20 {
+        let p = h.malloc(1 << k);
+        assert_eq!(
+            p as usize % (1 << k),
+            0,
+            "malloc(2^{k}) not naturally aligned"
+        );
+        // SAFETY: ours.
+        unsafe { h.free(p) };
+    }
+    assert!(h.malloc_aligned(8, 48).is_null());
+}
+
+#[test]
+fn realloc_keeps_contents() {
+    let h = heap();
+    let mut p = h.malloc(10);
+    // SAFETY: our block, resized; each step keeps the first 10 bytes.
+    unsafe {
+        p.copy_from(b"0123456789".as_ptr(), 10);
+        for size in [20usize, 100, 5000, 100_000, 12, 10] {
+            p = h.realloc(p, size);
+            assert!(!p.is_null());
+            assert_eq!(std::slice::from_raw_parts(p, 10), b"0123456789");
+        }
+        h.free(p);
+    }
+}
