@@ -11,7 +11,7 @@ use crate::spin::SpinLock;
 use crate::stats::{write_slabinfo_header, CacheName, SlabInfo, Totals};
 use core::fmt::{self, Write};
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 /// How many caches one allocator can hold: the kmalloc and dma-kmalloc caches (at most 26) and
 /// the user's.
@@ -142,10 +142,10 @@ pub struct Kmalloc<P: PageSource> {
     kmalloc_caches: [u16; NR_KMALLOC_CLASSES],
     dma_caches: [u16; NR_KMALLOC_CLASSES],
     create_lock: SpinLock<()>,
-    bytes_requested: AtomicU64,
-    bytes_handed_out: AtomicU64,
-    bytes_in_use: AtomicU64,
-    live_allocations: AtomicU64,
+    bytes_requested: AtomicUsize,
+    bytes_handed_out: AtomicUsize,
+    bytes_in_use: AtomicUsize,
+    live_allocations: AtomicUsize,
 }
 
 /// The kmalloc name of class `size`: `96`, `1k`, `8k`.
@@ -195,10 +195,10 @@ impl<P: PageSource> Kmalloc<P> {
             kmalloc_caches: [NO_CACHE; NR_KMALLOC_CLASSES],
             dma_caches: [NO_CACHE; NR_KMALLOC_CLASSES],
             create_lock: SpinLock::new(()),
-            bytes_requested: AtomicU64::new(0),
-            bytes_handed_out: AtomicU64::new(0),
-            bytes_in_use: AtomicU64::new(0),
-            live_allocations: AtomicU64::new(0),
+            bytes_requested: AtomicUsize::new(0),
+            bytes_handed_out: AtomicUsize::new(0),
+            bytes_in_use: AtomicUsize::new(0),
+            live_allocations: AtomicUsize::new(0),
         };
         let mut next = 0u16;
         let m = config.kmalloc_minalign();
@@ -332,15 +332,15 @@ impl<P: PageSource> Kmalloc<P> {
 
     fn account_alloc(&self, size: usize, got: usize) {
         self.bytes_requested
-            .fetch_add(size as u64, Ordering::Relaxed);
+            .fetch_add(size, Ordering::Relaxed);
         self.bytes_handed_out
-            .fetch_add(got as u64, Ordering::Relaxed);
-        self.bytes_in_use.fetch_add(got as u64, Ordering::Relaxed);
+            .fetch_add(got, Ordering::Relaxed);
+        self.bytes_in_use.fetch_add(got, Ordering::Relaxed);
         self.live_allocations.fetch_add(1, Ordering::Relaxed);
     }
 
     fn account_free(&self, got: usize) {
-        self.bytes_in_use.fetch_sub(got as u64, Ordering::Relaxed);
+        self.bytes_in_use.fetch_sub(got, Ordering::Relaxed);
         self.live_allocations.fetch_sub(1, Ordering::Relaxed);
     }
 
@@ -831,10 +831,10 @@ impl<P: PageSource> Kmalloc<P> {
         Totals {
             pages,
             pages_held: pages.segment_pages + pages.huge_pages + pages.map_pages,
-            bytes_requested: self.bytes_requested.load(Ordering::Relaxed),
-            bytes_handed_out: self.bytes_handed_out.load(Ordering::Relaxed),
-            bytes_in_use: self.bytes_in_use.load(Ordering::Relaxed),
-            live_allocations: self.live_allocations.load(Ordering::Relaxed),
+            bytes_requested: self.bytes_requested.load(Ordering::Relaxed) as u64,
+            bytes_handed_out: self.bytes_handed_out.load(Ordering::Relaxed) as u64,
+            bytes_in_use: self.bytes_in_use.load(Ordering::Relaxed) as u64,
+            live_allocations: self.live_allocations.load(Ordering::Relaxed) as u64,
         }
     }
 
