@@ -181,6 +181,7 @@ pub fn svg(a: &Analysis) -> Result<String, String> {
             .configure_mesh()
             .x_desc("kmalloc minimum alignment M (bytes)")
             .y_desc("extra memory (MiB)")
+            .light_line_style(WHITE.mix(0.0))
             .x_labels((x_hi - x_lo + 1) as usize)
             .x_label_formatter(&|x| {
                 if xs.contains(x) {
@@ -210,15 +211,20 @@ pub fn svg(a: &Analysis) -> Result<String, String> {
                 .legend(move |(x, y)| {
                     PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
                 });
-            // Each point with its value in MiB: total above the line, active below it.
-            let dy = if basis == Basis::Total { -18 } else { 6 };
+            // Each point with its value in MiB, where the rising line is not: total above-left,
+            // active below-right.
+            let (dx, dy) = if basis == Basis::Total {
+                (-34, -18)
+            } else {
+                (6, 6)
+            };
             chart
                 .draw_series(points.iter().map(|&(x, y)| {
                     EmptyElement::at((x, y))
                         + Circle::new((0, 0), 4, colour.filled())
                         + Text::new(
                             format!("{y:.1}"),
-                            (6, dy),
+                            (dx, dy),
                             ("sans-serif", 13).into_font().color(&colour),
                         )
                 }))
