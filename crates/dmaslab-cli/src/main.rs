@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 mod cost;
 mod report;
+mod run;
 
 #[derive(Parser)]
 #[command(
@@ -26,6 +27,9 @@ enum Command {
     Report(report::Args),
     /// What policy A (every kmalloc buffer DMA-safe) would cost, from a /proc/slabinfo.
     Cost(cost::Args),
+    /// Run a command with libdmaslab.so preloaded: exit status, wall time, peak RSS and its
+    /// slabinfo table; `--compare` runs it under each policy side by side.
+    Run(run::Args),
 }
 
 /// A failed command: one line for stderr and the exit status.
@@ -57,6 +61,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Report(args) => report::run(args),
         Command::Cost(args) => cost::run(args),
+        Command::Run(args) => run::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -76,7 +76,7 @@ fn threads_allocate_and_free_across_threads() {
                 for _ in 0..64 {
                     let len = sizes(&mut seed);
                     let b = fill(len, (xorshift(&mut seed) & 0xff) as u8);
-                    if xorshift(&mut seed) % 2 == 0 {
+                    if xorshift(&mut seed) & 1 == 0 {
                         batch.push(b);
                     } else {
                         local.push(b);
