@@ -25,10 +25,19 @@ fn std_collections_run_on_dmaslab() {
         "the global allocator is not dmaslab"
     );
     let threads: Vec<_> = (0..4)
-        .map(|t| std::thread::spawn(move || (0..10_000).map(|i| vec![t; i % 64]).count()))
+        .map(|t| {
+            std::thread::spawn(move || {
+                (0..10_000usize)
+                    .map(|i| vec![t; i % 64].iter().sum::<usize>())
+                    .sum::<usize>()
+            })
+        })
         .collect();
-    for t in threads {
-        assert_eq!(t.join().unwrap(), 10_000);
+    for (t, h) in threads.into_iter().enumerate() {
+        // Each i contributes t * (i % 64); 10_000 = 156 * 64 + 16.
+        let per_cycle: usize = (0..64).sum();
+        let tail: usize = (0..16).sum();
+        assert_eq!(h.join().unwrap(), t * (156 * per_cycle + tail));
     }
 }
 
