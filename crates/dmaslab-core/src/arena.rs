@@ -147,7 +147,7 @@ impl PageSource for ArenaPageSource<'_> {
             .index_of(ptr.as_ptr() as usize)
             .expect("ArenaPageSource::free_pages: pointer not from this arena");
         assert!(
-            i % (1 << order) == 0,
+            i.is_multiple_of(1 << order),
             "ArenaPageSource::free_pages: misaligned run"
         );
         let zone = self.zone;

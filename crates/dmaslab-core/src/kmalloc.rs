@@ -1,6 +1,7 @@
 //! kmalloc: size-class caches, large page runs and the policies, on top of `kmem_cache`.
 
-use crate::kmem_cache::{Ctor, FreeError, KmemCache};
+use crate::debug::Finding;
+use crate::kmem_cache::{Ctor, FreeError, KmemCache, META_CACHE};
 use crate::page_layer::PageLayer;
 use crate::page_source::PageSource;
 use crate::policy::{Config, ConfigError, Gfp, Policy, DMA_MINALIGNS};
@@ -238,9 +239,18 @@ impl<P: PageSource> Kmalloc<P> {
             self.config.secret,
             self.config.empty_slabs_kept,
         );
-        self.caches[id as usize]
-            .get_mut()
-            .setup(id, name, size, align, ctor, ps, ss, secret, keep);
+        self.caches[id as usize].get_mut().setup(
+            id,
+            name,
+            size,
+            align,
+            ctor,
+            ps,
+            ss,
+            secret,
+            keep,
+            self.config.debug.then_some(0),
+        );
     }
 
     /// The configuration.
@@ -281,11 +291,16 @@ impl<P: PageSource> Kmalloc<P> {
         } else {
             (&self.classes, &self.kmalloc_caches)
         };
-        let i = if align <= 8 {
+        let mut i = if align <= 8 {
             table.index_for(size)?
         } else {
             table.index_for_aligned(size, align)?
         };
+        if self.config.debug && KMALLOC_CLASSES[i] == size {
+            // Debug mode: a request that fills its slot exactly moves to the next class with the
+            // same natural alignment, so that it has a red zone.
+            i = table.index_for_aligned(size + 1, align.max(natural_align(size)))?;
+        }
         let id = ids[i];
         (id != NO_CACHE).then_some(id)
     }
@@ -309,32 +324,48 @@ impl<P: PageSource> Kmalloc<P> {
     /// Runs above [`max_natural_align`](Self::max_natural_align) are page-aligned only, so an
     /// alignment above the page size fails for them.
     pub fn kmalloc_aligned(&self, size: usize, align: usize, gfp: Gfp) -> Option<NonNull<u8>> {
+        self.kmalloc_checked(size, align, gfp, 0)
+            .unwrap_or_else(|e| corrupted(e))
+    }
+
+    /// [`kmalloc_aligned`](Self::kmalloc_aligned) for hosts that report misuse themselves: a
+    /// corrupted free list, or in debug mode a use after free found when an object is handed out
+    /// again, is returned instead of panicking. `site` is the caller's address (0: unknown),
+    /// recorded in debug mode.
+    pub fn kmalloc_checked(
+        &self,
+        size: usize,
+        align: usize,
+        gfp: Gfp,
+        site: usize,
+    ) -> Result<Option<NonNull<u8>>, FreeError> {
         if !align.is_power_of_two() {
-            return None;
+            return Ok(None);
         }
         let (p, got) = match self.cache_for(size, align, gfp) {
             Some(id) => {
                 let mut c = self.caches[id as usize].lock();
-                let p = c
-                    .alloc(&self.pages, &self.map)
-                    .unwrap_or_else(|e| corrupted(e))?;
+                let Some(p) = c.alloc(&self.pages, &self.map, size, site)? else {
+                    return Ok(None);
+                };
                 (p, c.size)
             }
-            None => self.alloc_large(size.max(align), align)?,
+            None => match self.alloc_large(size.max(align), align) {
+                Some(x) => x,
+                None => return Ok(None),
+            },
         };
         self.account_alloc(size, got);
         if gfp.contains(Gfp::ZERO) {
             // SAFETY: the allocation is at least `size` bytes and ours.
             unsafe { p.as_ptr().write_bytes(0, size) };
         }
-        Some(p)
+        Ok(Some(p))
     }
 
     fn account_alloc(&self, size: usize, got: usize) {
-        self.bytes_requested
-            .fetch_add(size, Ordering::Relaxed);
-        self.bytes_handed_out
-            .fetch_add(got, Ordering::Relaxed);
+        self.bytes_requested.fetch_add(size, Ordering::Relaxed);
+        self.bytes_handed_out.fetch_add(got, Ordering::Relaxed);
         self.bytes_in_use.fetch_add(got, Ordering::Relaxed);
         self.live_allocations.fetch_add(1, Ordering::Relaxed);
     }
@@ -418,12 +449,29 @@ impl<P: PageSource> Kmalloc<P> {
             return Ok(());
         }
         // SAFETY: forwarded from the caller.
-        unsafe { self.free_checked(ptr, None) }
+        unsafe { self.free_checked(ptr, None, 0) }
+    }
+
+    /// [`kfree`](Self::kfree) with the caller's address, recorded in debug mode.
+    ///
+    /// # Safety
+    /// As for [`kfree`](Self::kfree).
+    pub unsafe fn kfree_at(&self, ptr: *mut u8, site: usize) -> Result<(), FreeError> {
+        if ptr.is_null() {
+            return Ok(());
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe { self.free_checked(ptr, None, site) }
     }
 
     /// # Safety
     /// As for [`kfree`](Self::kfree).
-    unsafe fn free_checked(&self, ptr: *mut u8, expect: Option<u16>) -> Result<(), FreeError> {
+    unsafe fn free_checked(
+        &self,
+        ptr: *mut u8,
+        expect: Option<u16>,
+        site: usize,
+    ) -> Result<(), FreeError> {
         let addr = ptr as usize;
         match self.locate(addr) {
             Loc::Slab { head, cache } => {
@@ -441,7 +489,7 @@ impl<P: PageSource> Kmalloc<P> {
                 }
                 let size = c.size;
                 // SAFETY: `head` is a slab of this cache (checked under its lock) holding `ptr`.
-                unsafe { c.free(head, ptr, &self.pages, &self.map)? };
+                unsafe { c.free(head, ptr, &self.pages, &self.map, site)? };
                 drop(c);
                 self.account_free(size);
                 Ok(())
@@ -454,7 +502,7 @@ impl<P: PageSource> Kmalloc<P> {
                 // SAFETY: large-run descriptors are stable under the page-layer lock.
                 unsafe {
                     let d = SegmentHeader::desc_ptr(seg, head);
-                    if PageDesc::kind_of(d) != PageKind::Large
+                    if !is_large_object(d)
                         || SegmentHeader::page_ptr(seg, head, self.page_shift) as usize != addr
                     {
                         return Err(FreeError::InvalidPointer(addr));
@@ -514,7 +562,7 @@ impl<P: PageSource> Kmalloc<P> {
                 unsafe {
                     let d = SegmentHeader::desc_ptr(seg, head);
                     let start = SegmentHeader::page_ptr(seg, head, self.page_shift) as usize;
-                    (PageDesc::kind_of(d) == PageKind::Large && start == addr)
+                    (is_large_object(d) && start == addr)
                         .then(|| self.page_size() << (*d).link.order)
                 }
             }
@@ -557,11 +605,13 @@ impl<P: PageSource> Kmalloc<P> {
         }
         let old = self.ksize(ptr)?;
         // In place when it fits without wasting half of it, and keeps the natural alignment a
-        // fresh kmalloc(new_size) would have.
+        // fresh kmalloc(new_size) would have. Debug mode always moves, so the red zone of the
+        // new size is painted and checked.
         let natural = natural_align(new_size).min(self.max_natural_align());
-        if new_size <= old
+        if !self.config.debug
+            && new_size <= old
             && self.kmalloc_size_roundup(new_size) * 2 > old
-            && ptr as usize % natural == 0
+            && (ptr as usize).is_multiple_of(natural)
         {
             return NonNull::new(ptr);
         }
@@ -587,7 +637,12 @@ impl<P: PageSource> Kmalloc<P> {
         if !align.is_power_of_two() || align > self.page_size() {
             return Err(CacheError::BadAlign(align));
         }
-        let stride = size
+        let red_zone = if self.config.debug {
+            core::mem::size_of::<usize>()
+        } else {
+            0
+        };
+        let stride = (size + red_zone)
             .max(1)
             .next_multiple_of(align.max(core::mem::size_of::<usize>()));
         if crate::geometry::slab_order(stride, self.page_size()) > self.max_run_order
@@ -609,6 +664,7 @@ impl<P: PageSource> Kmalloc<P> {
                     self.seg_shift,
                     self.config.secret,
                     self.config.empty_slabs_kept,
+                    self.config.debug.then_some(core::mem::size_of::<usize>()),
                 );
                 return Ok(CacheId(i as u16));
             }
@@ -626,8 +682,9 @@ impl<P: PageSource> Kmalloc<P> {
         if !c.live {
             return None;
         }
+        let req = c.object_size;
         let p = c
-            .alloc(&self.pages, &self.map)
+            .alloc(&self.pages, &self.map, req, 0)
             .unwrap_or_else(|e| corrupted(e))?;
         let size = c.size;
         drop(c);
@@ -645,9 +702,10 @@ impl<P: PageSource> Kmalloc<P> {
             return 0;
         }
         let mut n = 0;
+        let req = c.object_size;
         while n < out.len() {
             match c
-                .alloc(&self.pages, &self.map)
+                .alloc(&self.pages, &self.map, req, 0)
                 .unwrap_or_else(|e| corrupted(e))
             {
                 Some(p) => out[n] = p.as_ptr(),
@@ -669,7 +727,7 @@ impl<P: PageSource> Kmalloc<P> {
     /// As for [`kfree`](Self::kfree).
     pub unsafe fn kmem_cache_free(&self, id: CacheId, ptr: *mut u8) -> Result<(), FreeError> {
         // SAFETY: forwarded from the caller.
-        unsafe { self.free_checked(ptr, Some(id.0)) }
+        unsafe { self.free_checked(ptr, Some(id.0), 0) }
     }
 
     /// The cache holding the object at `ptr`, if it is in a slab (no lock, no validation beyond
@@ -769,6 +827,10 @@ impl<P: PageSource> Kmalloc<P> {
                         return Owner::Unused;
                     }
                     let start = SegmentHeader::page_ptr(seg, head, self.page_shift) as usize;
+                    if (*d).cache.load(Ordering::Acquire) == META_CACHE {
+                        let size = self.page_size() << (*d).link.order;
+                        return Owner::Metadata { start, size };
+                    }
                     Owner::Large {
                         start,
                         size: self.page_size() << (*d).link.order,
@@ -786,6 +848,23 @@ impl<P: PageSource> Kmalloc<P> {
             Loc::FreePage => Owner::Unused,
             Loc::Foreign => Owner::Foreign,
         }
+    }
+
+    /// Walks every slab of every cache: free lists must decode, and in debug mode every free
+    /// object must keep its poison and every allocated one its red zone. Calls `found` for each
+    /// problem and returns how many there were.
+    pub fn validate(&self, mut found: impl FnMut(&Finding)) -> usize {
+        self.caches
+            .iter()
+            .map(|slot| {
+                let c = slot.lock();
+                if c.live {
+                    c.validate(&mut found)
+                } else {
+                    0
+                }
+            })
+            .sum()
     }
 
     /// Calls `f` with the slabinfo row of every live cache, kmalloc caches first.
@@ -889,6 +968,17 @@ impl<P: PageSource> Drop for Kmalloc<P> {
             });
             self.map.release(&mut pl.source);
         }
+    }
+}
+
+/// Does descriptor `d` head a large kmalloc run (not a debug side table)?
+///
+/// # Safety
+/// `d` is a live descriptor; the caller holds the page-layer lock.
+unsafe fn is_large_object(d: *const PageDesc) -> bool {
+    // SAFETY: as the caller promises; atomic fields only.
+    unsafe {
+        PageDesc::kind_of(d) == PageKind::Large && (*d).cache.load(Ordering::Acquire) != META_CACHE
     }
 }
 

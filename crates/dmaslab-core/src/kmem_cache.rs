@@ -2,6 +2,7 @@
 //! part, which the hosted heap adds as magazines).
 
 use crate::buddy::BuddyLink;
+use crate::debug::{side_table_bytes, DebugRecord, Finding, FindingKind, ObjectRef};
 use crate::geometry::slab_order;
 use crate::page_layer::PageLayer;
 use crate::page_source::PageSource;
@@ -11,6 +12,9 @@ use crate::slab::{Corrupt, SlabGeom};
 use crate::spin::SpinLock;
 use crate::stats::{CacheName, SlabInfo};
 use core::ptr::{self, NonNull};
+
+/// The cache id marking a page run as a debug side table (allocator metadata).
+pub(crate) const META_CACHE: u16 = u16::MAX - 1;
 
 /// A constructor run on every object the cache hands out.
 pub type Ctor = fn(NonNull<u8>);
@@ -86,6 +90,8 @@ pub enum FreeError {
     WrongCache(usize),
     /// A free-list link did not decode: memory was written after it was freed.
     Corrupted(usize),
+    /// Debug mode found misuse; the finding names the cache, object and call sites.
+    Found(Finding),
 }
 
 impl core::fmt::Display for FreeError {
@@ -95,6 +101,7 @@ impl core::fmt::Display for FreeError {
             FreeError::DoubleFree(a) => write!(f, "double free of {a:#x}"),
             FreeError::WrongCache(a) => write!(f, "free of {a:#x} to the wrong cache"),
             FreeError::Corrupted(a) => write!(f, "corrupted free list at {a:#x}"),
+            FreeError::Found(found) => write!(f, "{found}"),
         }
     }
 }
@@ -115,6 +122,8 @@ pub struct KmemCache {
     pub(crate) name: CacheName,
     pub(crate) live: bool,
     pub(crate) id: u16,
+    /// Size asked for at creation (the red zone starts here for user caches in debug mode).
+    pub(crate) object_size: usize,
     /// Stride between objects (object size rounded up to the alignment).
     pub(crate) size: usize,
     pub(crate) order: u32,
@@ -124,6 +133,8 @@ pub struct KmemCache {
     pub(crate) secret: usize,
     pub(crate) ctor: Option<Ctor>,
     pub(crate) keep_empty: usize,
+    /// Debug mode: red zones, poison, records (see `debug.rs`).
+    pub(crate) debug: bool,
     partial: SlabList,
     full: SlabList,
     empty: SlabList,
@@ -140,6 +151,7 @@ impl KmemCache {
         name: CacheName::EMPTY,
         live: false,
         id: 0,
+        object_size: 0,
         size: 0,
         order: 0,
         objects: 0,
@@ -148,13 +160,16 @@ impl KmemCache {
         secret: 0,
         ctor: None,
         keep_empty: 1,
+        debug: false,
         partial: SlabList::EMPTY,
         full: SlabList::EMPTY,
         empty: SlabList::EMPTY,
         active_objs: 0,
     };
 
-    /// Sets up this slot as a cache of `size`-byte objects aligned to `align`.
+    /// Sets up this slot as a cache of `size`-byte objects aligned to `align`. In debug mode,
+    /// `red_zone` extra bytes follow each object inside its slot (user caches get a word; kmalloc
+    /// caches none, since debug kmalloc never fills a slot exactly).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn setup(
         &mut self,
@@ -167,14 +182,16 @@ impl KmemCache {
         seg_shift: u32,
         secret: usize,
         keep_empty: usize,
+        debug: Option<usize>,
     ) {
         let align = align.max(core::mem::size_of::<usize>());
-        let stride = size.max(1).next_multiple_of(align);
+        let stride = (size + debug.unwrap_or(0)).max(1).next_multiple_of(align);
         let order = slab_order(stride, 1 << page_shift);
         *self = KmemCache {
             name,
             live: true,
             id,
+            object_size: size,
             size: stride,
             order,
             objects: ((1usize << (order + page_shift)) / stride).min(u16::MAX as usize),
@@ -183,6 +200,7 @@ impl KmemCache {
             secret: secret ^ (id as usize).wrapping_mul(0x9E37_79B9),
             ctor,
             keep_empty,
+            debug: debug.is_some(),
             ..KmemCache::UNUSED
         };
     }
@@ -195,11 +213,14 @@ impl KmemCache {
         }
     }
 
-    /// Allocates one object, taking a new slab from the page layer if needed.
+    /// Allocates one object for a request of `requested` bytes (recorded in debug mode, with
+    /// the call site), taking a new slab from the page layer if needed.
     pub(crate) fn alloc<P: PageSource>(
         &mut self,
         pages: &SpinLock<PageLayer<P>>,
         map: &SegmentMap,
+        requested: usize,
+        site: usize,
     ) -> Result<Option<NonNull<u8>>, FreeError> {
         let slab = if !self.partial.head.is_null() {
             self.partial.head
@@ -228,6 +249,17 @@ impl KmemCache {
                 self.full.push(slab);
                 (*slab).list = LIST_FULL;
             }
+            if self.debug {
+                if let Err(f) = self
+                    .object_ref(slab, base, obj)
+                    .on_alloc(requested.min(self.size), site)
+                {
+                    // The object stays out of circulation (counted as in use): handing it out
+                    // again would hide the bug.
+                    self.active_objs += 1;
+                    return Err(FreeError::Found(f));
+                }
+            }
             obj
         };
         self.active_objs += 1;
@@ -236,6 +268,23 @@ impl KmemCache {
             ctor(obj);
         }
         Ok(Some(obj))
+    }
+
+    /// The debug view of object `obj` of slab `d` at `base`.
+    ///
+    /// # Safety
+    /// Debug mode is on, `d` heads a slab of this cache with its side table, `obj` is one of its
+    /// objects.
+    unsafe fn object_ref(&self, d: *mut PageDesc, base: *mut u8, obj: *mut u8) -> ObjectRef<'_> {
+        let i = (obj as usize - base as usize) / self.size;
+        // SAFETY: the side table has one record per object (caller).
+        let rec = unsafe { (*d).meta.add(i) };
+        ObjectRef {
+            cache: &self.name,
+            obj,
+            stride: self.size,
+            rec,
+        }
     }
 
     /// The first byte of the slab headed by `d`.
@@ -256,15 +305,40 @@ impl KmemCache {
         pages: &SpinLock<PageLayer<P>>,
         map: &SegmentMap,
     ) -> Option<*mut PageDesc> {
-        let (seg, i) = pages
-            .lock()
-            .alloc_run(map, self.order, PageKind::Slab, self.id)?;
+        let mut pl = pages.lock();
+        let (seg, i) = pl.alloc_run(map, self.order, PageKind::Slab, self.id)?;
+        let mut meta = core::ptr::null_mut::<DebugRecord>();
+        if self.debug {
+            let bytes = side_table_bytes(self.objects);
+            let order = bytes
+                .div_ceil(1 << self.page_shift)
+                .next_power_of_two()
+                .trailing_zeros();
+            match pl.alloc_run(map, order, PageKind::Large, META_CACHE) {
+                // SAFETY: the run lies in `ms`.
+                Some((ms, mi)) => {
+                    meta = unsafe { SegmentHeader::page_ptr(ms, mi, self.page_shift) }.cast()
+                }
+                None => {
+                    // SAFETY: the slab run was just taken and is unused.
+                    unsafe { pl.free_run(map, seg, i) };
+                    return None;
+                }
+            }
+        }
+        drop(pl);
         let geom = self.geom();
-        // SAFETY: the run was just handed to this cache; its head descriptor and pages are ours.
+        // SAFETY: the runs were just handed to this cache; descriptor, pages and table are ours.
         unsafe {
             let d = SegmentHeader::desc_ptr(seg, i);
             let base = SegmentHeader::page_ptr(seg, i, self.page_shift);
             geom.init(d, base);
+            (*d).meta = meta;
+            if self.debug {
+                for k in 0..self.objects {
+                    self.object_ref(d, base, base.add(k * self.size)).init();
+                }
+            }
             (*d).list = LIST_PARTIAL;
             self.partial.push(d);
             Some(d)
@@ -282,6 +356,7 @@ impl KmemCache {
         obj: *mut u8,
         pages: &SpinLock<PageLayer<P>>,
         map: &SegmentMap,
+        site: usize,
     ) -> Result<(), FreeError> {
         let geom = self.geom();
         // SAFETY: `d` heads a slab of this cache (caller); we hold the cache lock.
@@ -290,6 +365,11 @@ impl KmemCache {
             let off = obj as usize - base as usize;
             if !geom.is_object_start(off) {
                 return Err(FreeError::InvalidPointer(obj as usize));
+            }
+            if self.debug {
+                self.object_ref(d, base, obj)
+                    .on_free(site)
+                    .map_err(FreeError::Found)?;
             }
             if (*d).freelist as usize == off + 1 || (*d).inuse == 0 {
                 return Err(FreeError::DoubleFree(obj as usize));
@@ -340,8 +420,59 @@ impl KmemCache {
     ) {
         let seg = segment_of_desc(d, self.seg_shift);
         let i = (d as usize - seg as usize) / core::mem::size_of::<PageDesc>();
-        // SAFETY: the slab is empty and unlisted; its pages go back to the page layer.
-        unsafe { pages.lock().free_run(map, seg, i) };
+        let mut pl = pages.lock();
+        // SAFETY: the slab is empty and unlisted; its pages (and its side table, which lies in a
+        // live segment as a metadata run) go back to the page layer.
+        unsafe {
+            let meta = core::mem::replace(&mut (*d).meta, core::ptr::null_mut());
+            if !meta.is_null() {
+                let ms = segment_of_desc(meta.cast(), self.seg_shift);
+                let mi = SegmentHeader::page_index(ms, meta as usize, self.page_shift);
+                pl.free_run(map, ms, mi);
+            }
+            pl.free_run(map, seg, i);
+        }
+    }
+
+    /// Checks every slab: free lists decode, and in debug mode every free object keeps its
+    /// poison and every allocated one its red zone. Calls `found` for each problem.
+    pub(crate) fn validate(&self, found: &mut dyn FnMut(&Finding)) -> usize {
+        let mut n = 0;
+        let geom = self.geom();
+        for list in [&self.partial, &self.full, &self.empty] {
+            let mut d = list.head;
+            while !d.is_null() {
+                // SAFETY: every slab on the lists is a live slab of this cache (type invariant)
+                // and we hold the cache lock.
+                unsafe {
+                    let base = self.slab_base(d);
+                    if let Err(c) = geom.is_free(d, base, usize::MAX) {
+                        n += 1;
+                        found(&Finding {
+                            kind: FindingKind::CorruptedFreeList,
+                            addr: c.at,
+                            cache: self.name,
+                            object: base as usize,
+                            offset: c.at.wrapping_sub(base as usize),
+                            alloc_site: 0,
+                            free_site: 0,
+                        });
+                    }
+                    if self.debug {
+                        for k in 0..self.objects {
+                            if let Err(f) =
+                                self.object_ref(d, base, base.add(k * self.size)).check()
+                            {
+                                n += 1;
+                                found(&f);
+                            }
+                        }
+                    }
+                    d = (*d).link.next.cast();
+                }
+            }
+        }
+        n
     }
 
     /// Gives every empty slab back. Returns the pages released.

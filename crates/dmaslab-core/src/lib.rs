@@ -33,6 +33,7 @@ extern crate std;
 
 mod arena;
 mod buddy;
+mod debug;
 pub mod geometry;
 mod kmalloc;
 mod kmem_cache;
@@ -50,6 +51,7 @@ mod spin;
 mod stats;
 
 pub use arena::{ArenaError, ArenaPageSource};
+pub use debug::{Finding, FindingKind, POISON_FREE, RED_ZONE};
 pub use kmalloc::{CacheError, CacheId, Kmalloc, Owner, MAX_CACHES};
 pub use kmem_cache::{Ctor, FreeError};
 #[cfg(feature = "std")]

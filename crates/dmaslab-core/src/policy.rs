@@ -91,6 +91,8 @@ pub struct Config {
     pub discard_threshold: usize,
     /// Secret mixed into free-list links. Hosted users should randomise it.
     pub secret: usize,
+    /// Debug mode: red zones, poison, full double-free check, call sites (see the README).
+    pub debug: bool,
 }
 
 impl Config {
@@ -103,6 +105,7 @@ impl Config {
             empty_slabs_kept: 1,
             discard_threshold: 256,
             secret: 0x5eed_d3a5,
+            debug: false,
         }
     }
 
@@ -115,6 +118,12 @@ impl Config {
     /// Sets the segment order.
     pub const fn seg_order(mut self, order: u32) -> Self {
         self.seg_order = order;
+        self
+    }
+
+    /// Turns debug mode on or off.
+    pub const fn debug(mut self, on: bool) -> Self {
+        self.debug = on;
         self
     }
 

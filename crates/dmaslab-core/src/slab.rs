@@ -30,7 +30,7 @@ impl SlabGeom {
     #[inline]
     fn decode(&self, slot: *mut u8, word: usize) -> Result<u32, Corrupt> {
         let v = word ^ self.secret ^ slot as usize;
-        if v == 0 || (v - 1 < self.objects * self.size && (v - 1) % self.size == 0) {
+        if v == 0 || (v - 1 < self.objects * self.size && (v - 1).is_multiple_of(self.size)) {
             Ok(v as u32)
         } else {
             Err(Corrupt { at: slot as usize })
@@ -135,6 +135,6 @@ impl SlabGeom {
     /// Is `off` the start of an object of this slab?
     #[inline]
     pub(crate) fn is_object_start(&self, off: usize) -> bool {
-        off < self.objects * self.size && off % self.size == 0
+        off < self.objects * self.size && off.is_multiple_of(self.size)
     }
 }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{kmalloc, natural_align, region};
+use common::{natural_align, region};
 use dmaslab_core::{Gfp, Kmalloc, Owner, PageSource, Policy};
 use proptest::prelude::*;
 
@@ -83,8 +83,12 @@ fn check_placement<P: PageSource>(k: &Kmalloc<P>, l: &Live, align: usize, dma: b
 }
 
 fn run(policy: Policy, line: usize, ops: &[Op]) {
+    run_mode(policy, line, false, ops)
+}
+
+fn run_mode(policy: Policy, line: usize, debug: bool, ops: &[Op]) {
     let mut mem = region(if cfg!(miri) { 2 << 20 } else { 24 << 20 });
-    let k = kmalloc(&mut mem, policy, line);
+    let k = common::kmalloc_mode(&mut mem, policy, line, debug);
     let mut live: Vec<Live> = Vec::new();
     let mut fills = 0u8;
     for op in ops {
@@ -155,6 +159,7 @@ fn run(policy: Policy, line: usize, ops: &[Op]) {
             other => panic!("owner_of a live object says {other:?}"),
         }
     }
+    assert_eq!(k.validate(|f| panic!("validate: {f}")), 0);
     for l in live.drain(..) {
         // SAFETY: each is live; the model forgets it.
         unsafe { k.kfree(l.ptr) }.unwrap();
@@ -192,7 +197,10 @@ fn check_stats<P: PageSource>(k: &Kmalloc<P>, live: &[Live]) {
         assert_eq!(info.num_objs, info.num_slabs * info.objperslab);
         active += info.active_objs;
     });
-    let slab_objects = live.iter().filter(|l| l.ksize <= 8192).count();
+    let slab_objects = live
+        .iter()
+        .filter(|l| matches!(k.owner_of(l.ptr as usize), Owner::Object { .. }))
+        .count();
     assert_eq!(active, slab_objects, "active_objs disagree with the model");
     assert_eq!(k.totals().live_allocations as usize, live.len());
 }
@@ -226,4 +234,14 @@ proptest! {
 
     #[test]
     fn policy_c_line_32(ops in ops()) { run(Policy::C, 32, &ops) }
+
+    // Debug mode (red zones, poison, records) keeps every placement promise.
+    #[test]
+    fn debug_policy_a(ops in ops()) { run_mode(Policy::A, 64, true, &ops) }
+
+    #[test]
+    fn debug_policy_b(ops in ops()) { run_mode(Policy::B, 64, true, &ops) }
+
+    #[test]
+    fn debug_policy_c(ops in ops()) { run_mode(Policy::C, 64, true, &ops) }
 }

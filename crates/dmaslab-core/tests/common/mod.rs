@@ -21,12 +21,22 @@ pub fn kmalloc(
     policy: Policy,
     l: usize,
 ) -> Kmalloc<ArenaPageSource<'_>> {
+    kmalloc_mode(region, policy, l, false)
+}
+
+/// The same, in debug mode when `debug` is set.
+pub fn kmalloc_mode(
+    region: &mut [MaybeUninit<u8>],
+    policy: Policy,
+    l: usize,
+    debug: bool,
+) -> Kmalloc<ArenaPageSource<'_>> {
     let arena = ArenaPageSource::new(region).expect("arena");
-    Kmalloc::new(
-        arena,
-        Config::new(policy).dma_minalign(l).seg_order(SEG_ORDER),
-    )
-    .expect("config")
+    let config = Config::new(policy)
+        .dma_minalign(l)
+        .seg_order(SEG_ORDER)
+        .debug(debug);
+    Kmalloc::new(arena, config).expect("config")
 }
 
 /// Largest power of two dividing `x` (x > 0).

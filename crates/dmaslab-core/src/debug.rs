@@ -1,0 +1,230 @@
+//! Debug mode (`Config::debug`), after Linux's `slab_debug=FZPU`, without breaking alignment.
+//!
+//! Objects do not move: each slab gets a side table (a page run marked as allocator metadata)
+//! with one [`DebugRecord`] per object, so object starts stay at `base + i * size` and natural
+//! alignment holds exactly as in normal mode.
+//! - **Red zone**: the bytes between the size asked for and the end of the slot are filled with
+//!   [`RED_ZONE`] at allocation and checked at free and by `validate`. A request that would fill
+//!   its slot exactly is served from the next class with the same natural alignment (kmalloc(512)
+//!   from kmalloc-1k, kmalloc(96) from kmalloc-128), so every object has a red zone.
+//! - **Poison**: a freed object is filled with [`POISON_FREE`] (but its first word, the free-list
+//!   link) and checked when it is handed out again: a write after free is reported with the
+//!   object and the offset of the first changed byte.
+//! - **Full double-free check**: the record says whether the object is allocated.
+//! - **Call sites**: the record keeps the allocation and free sites callers pass (a return
+//!   address; 0 when unknown).
+
+use crate::stats::CacheName;
+use core::fmt;
+
+/// Fill of the red zone.
+pub const RED_ZONE: u8 = 0xbb;
+/// Fill of a free object.
+pub const POISON_FREE: u8 = 0x6b;
+
+const STATE_FREE: u32 = 0x6b6b_0000;
+const STATE_ALLOCATED: u32 = 0xa110_c8ed;
+
+/// What debug mode knows about one object.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DebugRecord {
+    pub(crate) requested: u32,
+    pub(crate) state: u32,
+    pub(crate) alloc_site: usize,
+    pub(crate) free_site: usize,
+}
+
+impl DebugRecord {
+    pub(crate) const FRESH: DebugRecord = DebugRecord {
+        requested: 0,
+        state: STATE_FREE,
+        alloc_site: 0,
+        free_site: 0,
+    };
+}
+
+/// What was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FindingKind {
+    /// An object freed twice.
+    DoubleFree,
+    /// A pointer the allocator did not hand out was freed.
+    InvalidFree,
+    /// A freed object was written before it was handed out again.
+    UseAfterFree,
+    /// The red zone after an object was written.
+    RedZone,
+    /// A free-list link did not decode.
+    CorruptedFreeList,
+}
+
+/// A debug-mode finding: the cache, the object, where in it, and both call sites when known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Finding {
+    /// What kind of misuse.
+    pub kind: FindingKind,
+    /// The address at fault (the freed pointer, or the first bad byte).
+    pub addr: usize,
+    /// The object's cache.
+    pub cache: CacheName,
+    /// The object's first byte.
+    pub object: usize,
+    /// Offset of `addr` in the object.
+    pub offset: usize,
+    /// Where the object was last allocated (0: unknown).
+    pub alloc_site: usize,
+    /// Where it was last freed (0: unknown).
+    pub free_site: usize,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.kind {
+            FindingKind::DoubleFree => "double free",
+            FindingKind::InvalidFree => "invalid free",
+            FindingKind::UseAfterFree => "use after free",
+            FindingKind::RedZone => "red zone overwritten",
+            FindingKind::CorruptedFreeList => "corrupted free list",
+        };
+        write!(
+            f,
+            "{what} of {:#x} ({} object {:#x}, offset {}; allocated at {:#x}, freed at {:#x})",
+            self.addr, self.cache, self.object, self.offset, self.alloc_site, self.free_site
+        )
+    }
+}
+
+/// The object a check looks at.
+pub(crate) struct ObjectRef<'a> {
+    pub(crate) cache: &'a CacheName,
+    pub(crate) obj: *mut u8,
+    pub(crate) stride: usize,
+    pub(crate) rec: *mut DebugRecord,
+}
+
+impl ObjectRef<'_> {
+    fn finding(&self, kind: FindingKind, addr: usize) -> Finding {
+        // SAFETY: the record belongs to this object (constructor's contract).
+        let r = unsafe { *self.rec };
+        Finding {
+            kind,
+            addr,
+            cache: *self.cache,
+            object: self.obj as usize,
+            offset: addr.wrapping_sub(self.obj as usize),
+            alloc_site: r.alloc_site,
+            free_site: r.free_site,
+        }
+    }
+
+    /// First byte in `from..to` of the object that is not `fill`.
+    ///
+    /// # Safety
+    /// The object's `stride` bytes are readable.
+    unsafe fn first_not(&self, from: usize, to: usize, fill: u8) -> Option<usize> {
+        // SAFETY: inside the object (caller).
+        let bytes =
+            unsafe { core::slice::from_raw_parts(self.obj.add(from), to.saturating_sub(from)) };
+        bytes
+            .iter()
+            .position(|&b| b != fill)
+            .map(|i| self.obj as usize + from + i)
+    }
+
+    /// Prepares a fresh slab's object: poison and a free record.
+    ///
+    /// # Safety
+    /// The object and its record are writable and owned by the caller.
+    pub(crate) unsafe fn init(&self) {
+        let link = core::mem::size_of::<usize>();
+        // SAFETY: as the caller promises.
+        unsafe {
+            self.obj
+                .add(link)
+                .write_bytes(POISON_FREE, self.stride - link);
+            self.rec.write(DebugRecord::FRESH);
+        }
+    }
+
+    /// Checks a free object about to be handed out for `requested` bytes, then paints its red
+    /// zone and records the allocation.
+    ///
+    /// # Safety
+    /// The object was just taken off its free list; object and record are the caller's.
+    pub(crate) unsafe fn on_alloc(&self, requested: usize, site: usize) -> Result<(), Finding> {
+        let link = core::mem::size_of::<usize>();
+        // SAFETY: as the caller promises.
+        unsafe {
+            if let Some(bad) = self.first_not(link, self.stride, POISON_FREE) {
+                return Err(self.finding(FindingKind::UseAfterFree, bad));
+            }
+            self.obj
+                .add(requested)
+                .write_bytes(RED_ZONE, self.stride - requested);
+            (*self.rec).requested = requested as u32;
+            (*self.rec).state = STATE_ALLOCATED;
+            (*self.rec).alloc_site = site;
+        }
+        Ok(())
+    }
+
+    /// Checks an object being freed, then poisons it and records the free.
+    ///
+    /// # Safety
+    /// The object lies in a slab; object and record are the caller's (cache lock held).
+    pub(crate) unsafe fn on_free(&self, site: usize) -> Result<(), Finding> {
+        // SAFETY: as the caller promises.
+        unsafe {
+            if (*self.rec).state != STATE_ALLOCATED {
+                let mut f = self.finding(FindingKind::DoubleFree, self.obj as usize);
+                f.free_site = (*self.rec).free_site;
+                return Err(f);
+            }
+            self.check_red_zone()?;
+            self.obj.write_bytes(POISON_FREE, self.stride);
+            (*self.rec).state = STATE_FREE;
+            (*self.rec).free_site = site;
+        }
+        Ok(())
+    }
+
+    /// Checks the red zone of an allocated object.
+    ///
+    /// # Safety
+    /// As for [`on_free`](Self::on_free).
+    pub(crate) unsafe fn check_red_zone(&self) -> Result<(), Finding> {
+        // SAFETY: as the caller promises.
+        unsafe {
+            let req = (*self.rec).requested as usize;
+            match self.first_not(req, self.stride, RED_ZONE) {
+                Some(bad) => Err(self.finding(FindingKind::RedZone, bad)),
+                None => Ok(()),
+            }
+        }
+    }
+
+    /// Checks an object in place (for `validate`): red zone if allocated, poison if free.
+    ///
+    /// # Safety
+    /// As for [`on_free`](Self::on_free).
+    pub(crate) unsafe fn check(&self) -> Result<(), Finding> {
+        let link = core::mem::size_of::<usize>();
+        // SAFETY: as the caller promises.
+        unsafe {
+            if (*self.rec).state == STATE_ALLOCATED {
+                self.check_red_zone()
+            } else {
+                match self.first_not(link, self.stride, POISON_FREE) {
+                    Some(bad) => Err(self.finding(FindingKind::UseAfterFree, bad)),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+}
+
+/// Bytes of side table for `objects` records.
+pub(crate) fn side_table_bytes(objects: usize) -> usize {
+    objects * core::mem::size_of::<DebugRecord>()
+}
