@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod cost;
+mod demo;
 mod report;
 mod run;
 
@@ -27,6 +28,9 @@ enum Command {
     Report(report::Args),
     /// What policy A (every kmalloc buffer DMA-safe) would cost, from a /proc/slabinfo.
     Cost(cost::Args),
+    /// The seed's kmalloc(4) DMA example on the cache model: policy B (direct kmalloc mapping
+    /// and DMA interface), A, C and a coherent device, in both corruption directions.
+    Demo(demo::Args),
     /// Run a command with libdmaslab.so preloaded: exit status, wall time, peak RSS and its
     /// slabinfo table; `--compare` runs it under each policy side by side.
     Run(run::Args),
@@ -61,6 +65,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Report(args) => report::run(args),
         Command::Cost(args) => cost::run(args),
+        Command::Demo(args) => demo::run(args),
         Command::Run(args) => run::run(args),
     };
     match result {
