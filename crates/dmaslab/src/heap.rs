@@ -240,15 +240,16 @@ impl Heap {
     #[inline(always)]
     fn alloc_class(&self, x: usize) -> *mut u8 {
         let tc = tcache();
-        // SAFETY: the thread cache is this thread's only (invariant); a non-null loaded
-        // magazine is owned by it and `objs[..count]` are free objects of cache `x`.
+        // SAFETY: the thread cache is this thread's only (invariant); `x < MAX_CACHES` (it
+        // came from a size table, whose entries are cache indices); a non-null loaded magazine
+        // is owned by it and `objs[..count]`, `count <= MAG_MAX`, are free objects of cache `x`.
         unsafe {
-            let m = (*tc).loaded[x];
+            let m = *(*tc).loaded.get_unchecked(x);
             if !m.is_null() {
                 let n = (*m).count;
                 if n != 0 {
                     (*m).count = n - 1;
-                    return (*m).objs[(n - 1) as usize];
+                    return *(*m).objs.get_unchecked((n - 1) as usize);
                 }
             }
         }
