@@ -33,7 +33,6 @@ pub fn run(args: Args) -> Result<(), CliError> {
 
 /// The DMA section of `dmaslab report`: a short text and its JSON, from the same run as the demo.
 // Called by report.rs; allowed until that call lands so the binary builds warning-free meanwhile.
-#[allow(dead_code)]
 pub fn report_section() -> (String, Value) {
     let outcomes = match outcomes() {
         Ok(o) => o,
@@ -76,7 +75,6 @@ pub fn report_section() -> (String, Value) {
     (s, v)
 }
 
-#[allow(dead_code)]
 fn list(v: &[String]) -> String {
     if v.is_empty() {
         "none".into()

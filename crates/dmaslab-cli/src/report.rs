@@ -182,6 +182,21 @@ pub fn run(args: Args) -> Result<(), CliError> {
         "runs": runs,
         "a_cost_vs_b": summary,
     });
+    let (t, j) = crate::demo::report_section();
+    let _ = write!(text, "\n{t}");
+    out["dma"] = j;
+    match crate::run::report_section() {
+        Some((t, j)) => {
+            let _ = write!(text, "\n{t}");
+            out["real_program"] = j;
+        }
+        None => {
+            let _ = writeln!(
+                text,
+                "\n== real program: python3 or libdmaslab.so not found; skipped"
+            );
+        }
+    }
     match crate::cost::report_section() {
         Some((t, j)) => {
             let _ = write!(text, "\n{t}");

@@ -252,7 +252,6 @@ pub fn compare_text(runs: &[Measured]) -> String {
     t
 }
 
-#[allow(dead_code)] // used by `report_section`
 fn json_of(m: &Measured) -> Value {
     json!({
         "policy": m.policy,
@@ -336,7 +335,6 @@ pub fn run(args: Args) -> Result<(), CliError> {
 }
 
 /// The python workload of the report: fixed dicts, lists, strings, json and sqlite3.
-#[allow(dead_code)] // used by `report_section`
 pub const PY_WORKLOAD: &str = "import json, sqlite3\n\
 d = {('k%d' % i): [i, str(i) * (i % 7), {'n': i}] for i in range(50000)}\n\
 js = json.dumps(d, sort_keys=True)\n\
@@ -348,7 +346,6 @@ print(db.execute('select count(*), sum(v) from t').fetchone(), len(js))\n";
 
 /// For `dmaslab report`: the fixed python3 workload under each policy, as text and JSON;
 /// `None` when `python3` or `libdmaslab.so` is not there.
-#[allow(dead_code)] // called from report.rs (`dmaslab report`)
 pub fn report_section() -> Option<(String, Value)> {
     let lib = find_lib().ok()?;
     let has_python = Command::new("python3")

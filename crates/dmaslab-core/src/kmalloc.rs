@@ -683,11 +683,11 @@ impl<P: PageSource> Kmalloc<P> {
             return None;
         }
         let req = c.object_size;
-        let p = c
-            .alloc(&self.pages, &self.map, req, 0)
-            .unwrap_or_else(|e| corrupted(e))?;
+        let res = c.alloc(&self.pages, &self.map, req, 0);
         let size = c.size;
+        // Release the lock before reporting: a report may allocate.
         drop(c);
+        let p = res.unwrap_or_else(|e| corrupted(e))?;
         self.account_alloc(size, size);
         Some(p)
     }
@@ -703,22 +703,86 @@ impl<P: PageSource> Kmalloc<P> {
         }
         let mut n = 0;
         let req = c.object_size;
+        let mut bad = None;
         while n < out.len() {
-            match c
-                .alloc(&self.pages, &self.map, req, 0)
-                .unwrap_or_else(|e| corrupted(e))
-            {
-                Some(p) => out[n] = p.as_ptr(),
-                None => break,
+            match c.alloc(&self.pages, &self.map, req, 0) {
+                Ok(Some(p)) => out[n] = p.as_ptr(),
+                Ok(None) => break,
+                Err(e) => {
+                    bad = Some(e);
+                    break;
+                }
             }
             n += 1;
         }
         let size = c.size;
+        // Release the lock before reporting: a report may allocate.
         drop(c);
+        if let Some(e) = bad {
+            corrupted(e);
+        }
         for _ in 0..n {
             self.account_alloc(size, size);
         }
         n
+    }
+
+    /// Frees the objects `ptrs` of cache `id`, taking the cache lock once (a magazine's worth).
+    /// Stops at the first pointer that is not a live object of the cache and returns how many
+    /// were freed before it, with the error; those after it are untouched.
+    ///
+    /// # Safety
+    /// As for [`kfree`](Self::kfree), for each pointer.
+    pub unsafe fn kmem_cache_free_bulk(
+        &self,
+        id: CacheId,
+        ptrs: &[*mut u8],
+    ) -> Result<(), (usize, FreeError)> {
+        let Some(slot) = self.caches.get(id.index()) else {
+            return Err((
+                0,
+                FreeError::WrongCache(ptrs.first().map_or(0, |p| *p as usize)),
+            ));
+        };
+        let mut c = slot.lock();
+        let size = c.size;
+        let mut done = 0;
+        let mut res = Ok(());
+        for &p in ptrs {
+            let addr = p as usize;
+            let head = match self.locate(addr) {
+                Loc::Slab { head, cache } if cache == id.0 => head,
+                Loc::Slab { .. } => {
+                    res = Err((done, FreeError::WrongCache(addr)));
+                    break;
+                }
+                _ => {
+                    res = Err((done, FreeError::InvalidPointer(addr)));
+                    break;
+                }
+            };
+            // SAFETY: `kind`/`cache` of a slab head are stable under its cache's lock, which we
+            // hold; checked before the free.
+            let still = unsafe {
+                PageDesc::kind_of(head) == PageKind::Slab
+                    && (*head).cache.load(Ordering::Acquire) == id.0
+            };
+            if !still || !c.live {
+                res = Err((done, FreeError::InvalidPointer(addr)));
+                break;
+            }
+            // SAFETY: `head` is a slab of this cache holding `p`; the caller gives `p` up.
+            if let Err(e) = unsafe { c.free(head, p, &self.pages, &self.map, 0) } {
+                res = Err((done, e));
+                break;
+            }
+            done += 1;
+        }
+        drop(c);
+        for _ in 0..done {
+            self.account_free(size);
+        }
+        res
     }
 
     /// Frees an object of cache `id`.
@@ -807,12 +871,14 @@ impl<P: PageSource> Kmalloc<P> {
                         return Owner::Unused;
                     }
                     let start = base + off / c.size * c.size;
-                    let live = !c
-                        .is_free(head, start as *mut u8)
-                        .unwrap_or_else(|e| corrupted(e.into()));
+                    let free = c.is_free(head, start as *mut u8);
+                    let size = c.size;
+                    // Release the lock before reporting: a report may allocate.
+                    drop(c);
+                    let live = !free.unwrap_or_else(|e| corrupted(e.into()));
                     Owner::Object {
                         start,
-                        size: c.size,
+                        size,
                         live,
                         cache: CacheId(cache),
                     }

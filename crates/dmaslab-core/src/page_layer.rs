@@ -27,6 +27,8 @@ pub struct PageCounts {
     pub free_pages: usize,
     /// Pages of the segment map's tables.
     pub map_pages: usize,
+    /// The most pages of segments and huge segments held at any time.
+    pub peak_pages: usize,
 }
 
 /// The page layer.
@@ -85,6 +87,11 @@ impl<P: PageSource> PageLayer<P> {
     fn segment_of(&self, p: *mut u8) -> *mut SegmentHeader {
         let mask = (1usize << (self.seg_order + self.page_shift)) - 1;
         p.wrapping_sub(p as usize & mask).cast()
+    }
+
+    fn note_peak(&mut self) {
+        let held = self.counts.segment_pages + self.counts.huge_pages;
+        self.counts.peak_pages = self.counts.peak_pages.max(held);
     }
 
     /// Takes a run of `2^order` pages from a segment and marks it `kind` for `cache`.
@@ -212,6 +219,7 @@ impl<P: PageSource> PageLayer<P> {
         let hp = zone.first;
         self.counts.segments += 1;
         self.counts.segment_pages += 1 << self.seg_order;
+        self.note_peak();
         self.counts.header_pages += hp;
         true
     }
@@ -261,6 +269,7 @@ impl<P: PageSource> PageLayer<P> {
         let seg =
             unsafe { SegmentHeader::init(run.as_ptr(), SEG_HUGE, order, 1 << self.page_shift) };
         self.counts.huge_pages += 1 << order;
+        self.note_peak();
         // SAFETY: the second page is inside the run.
         NonNull::new(unsafe { SegmentHeader::page_ptr(seg, 1, self.page_shift) })
     }

@@ -273,3 +273,25 @@ fn slabinfo_text_has_both_header_lines() {
     assert!(s.lines().any(|l| l.starts_with("dma-kmalloc-64 ")));
     assert!(!s.lines().any(|l| l.starts_with("dma-kmalloc-32 ")));
 }
+
+#[test]
+fn bulk_alloc_and_free_under_one_lock() {
+    let mut mem = region(4 << 20);
+    let k = kmalloc(&mut mem, Policy::C, 64);
+    let c = k.kmalloc_cache(48, Gfp::KERNEL).unwrap();
+    let mut objs = [std::ptr::null_mut(); 62];
+    assert_eq!(k.kmem_cache_alloc_bulk(c, &mut objs), 62);
+    assert_eq!(k.slabinfo(c).unwrap().active_objs, 62);
+    let other = k.kmalloc(8, Gfp::KERNEL).unwrap().as_ptr();
+    let mut with_bad = objs[..10].to_vec();
+    with_bad.push(other);
+    // SAFETY: the first ten are live objects of `c`; `other` is of another cache and must not
+    // be freed.
+    let r = unsafe { k.kmem_cache_free_bulk(c, &with_bad) };
+    assert_eq!(r, Err((10, FreeError::WrongCache(other as usize))));
+    // SAFETY: the rest are live objects of `c`, freed once.
+    unsafe { k.kmem_cache_free_bulk(c, &objs[10..]) }.unwrap();
+    assert_eq!(k.slabinfo(c).unwrap().active_objs, 0);
+    assert_eq!(k.totals().live_allocations, 1);
+    assert!(k.totals().pages.peak_pages >= k.totals().pages.segment_pages);
+}
