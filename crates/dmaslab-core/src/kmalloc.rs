@@ -12,7 +12,7 @@ use crate::spin::SpinLock;
 use crate::stats::{write_slabinfo_header, CacheName, SlabInfo, Totals};
 use core::fmt::{self, Write};
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 /// How many caches one allocator can hold: the kmalloc and dma-kmalloc caches (at most 26) and
 /// the user's.
@@ -102,6 +102,7 @@ enum Loc {
     Slab {
         head: *mut PageDesc,
         cache: u16,
+        base: usize,
     },
     Large {
         seg: *mut SegmentHeader,
@@ -140,6 +141,8 @@ pub struct Kmalloc<P: PageSource> {
     pages: SpinLock<PageLayer<P>>,
     map: SegmentMap,
     caches: [SpinLock<KmemCache>; MAX_CACHES],
+    /// Object stride of each live cache (0: none), readable without the cache's lock.
+    strides: [AtomicU32; MAX_CACHES],
     kmalloc_caches: [u16; NR_KMALLOC_CLASSES],
     dma_caches: [u16; NR_KMALLOC_CLASSES],
     create_lock: SpinLock<()>,
@@ -193,6 +196,7 @@ impl<P: PageSource> Kmalloc<P> {
             pages: SpinLock::new(pages),
             map: SegmentMap::new(seg_shift),
             caches: [const { SpinLock::new(KmemCache::UNUSED) }; MAX_CACHES],
+            strides: [const { AtomicU32::new(0) }; MAX_CACHES],
             kmalloc_caches: [NO_CACHE; NR_KMALLOC_CLASSES],
             dma_caches: [NO_CACHE; NR_KMALLOC_CLASSES],
             create_lock: SpinLock::new(()),
@@ -251,6 +255,8 @@ impl<P: PageSource> Kmalloc<P> {
             keep,
             self.config.debug.then_some(0),
         );
+        let stride = self.caches[id as usize].get_mut().size;
+        self.strides[id as usize].store(stride as u32, Ordering::Relaxed);
     }
 
     /// The configuration.
@@ -420,11 +426,12 @@ impl<P: PageSource> Kmalloc<P> {
             let d = SegmentHeader::desc_ptr(seg, i);
             match PageDesc::kind_of(d) {
                 PageKind::Slab | PageKind::SlabTail => {
-                    let head =
-                        SegmentHeader::desc_ptr(seg, (*d).head.load(Ordering::Acquire) as usize);
+                    let hi = (*d).head.load(Ordering::Acquire) as usize;
+                    let head = SegmentHeader::desc_ptr(seg, hi);
                     Loc::Slab {
                         head,
                         cache: (*head).cache.load(Ordering::Acquire),
+                        base: SegmentHeader::page_ptr(seg, hi, self.page_shift) as usize,
                     }
                 }
                 PageKind::Large | PageKind::LargeTail => Loc::Large {
@@ -474,7 +481,7 @@ impl<P: PageSource> Kmalloc<P> {
     ) -> Result<(), FreeError> {
         let addr = ptr as usize;
         match self.locate(addr) {
-            Loc::Slab { head, cache } => {
+            Loc::Slab { head, cache, .. } => {
                 if expect.is_some_and(|e| e != cache) {
                     return Err(FreeError::WrongCache(addr));
                 }
@@ -541,7 +548,7 @@ impl<P: PageSource> Kmalloc<P> {
     pub fn ksize(&self, ptr: *const u8) -> Option<usize> {
         let addr = ptr as usize;
         match self.locate(addr) {
-            Loc::Slab { head, cache } => {
+            Loc::Slab { head, cache, .. } => {
                 let c = self.caches[cache as usize].lock();
                 // SAFETY: stable under the cache lock; checked before use.
                 unsafe {
@@ -666,6 +673,7 @@ impl<P: PageSource> Kmalloc<P> {
                     self.config.empty_slabs_kept,
                     self.config.debug.then_some(core::mem::size_of::<usize>()),
                 );
+                self.strides[i].store(c.size as u32, Ordering::Relaxed);
                 return Ok(CacheId(i as u16));
             }
         }
@@ -751,7 +759,7 @@ impl<P: PageSource> Kmalloc<P> {
         for &p in ptrs {
             let addr = p as usize;
             let head = match self.locate(addr) {
-                Loc::Slab { head, cache } if cache == id.0 => head,
+                Loc::Slab { head, cache, .. } if cache == id.0 => head,
                 Loc::Slab { .. } => {
                     res = Err((done, FreeError::WrongCache(addr)));
                     break;
@@ -796,9 +804,19 @@ impl<P: PageSource> Kmalloc<P> {
 
     /// The cache holding the object at `ptr`, if it is in a slab (no lock, no validation beyond
     /// the segment map: for routing frees to per-class magazines).
+    ///
+    /// Only the start of an object slot qualifies: an interior pointer, a pointer into a
+    /// header, a free page or another allocator's memory gives `None`, and the caller's slow
+    /// path ([`kfree`](Self::kfree)) then reports it. One segment-map probe, two descriptor
+    /// loads and a remainder; no lock.
+    #[inline]
     pub fn cache_of(&self, ptr: *const u8) -> Option<CacheId> {
         match self.locate(ptr as usize) {
-            Loc::Slab { cache, .. } => Some(CacheId(cache)),
+            Loc::Slab { cache, base, .. } => {
+                let stride = self.strides.get(cache as usize)?.load(Ordering::Relaxed) as usize;
+                let off = (ptr as usize).wrapping_sub(base);
+                (stride != 0 && off.is_multiple_of(stride)).then_some(CacheId(cache))
+            }
             _ => None,
         }
     }
@@ -838,6 +856,7 @@ impl<P: PageSource> Kmalloc<P> {
         }
         c.shrink(&self.pages, &self.map);
         *c = KmemCache::UNUSED;
+        self.strides[id.index()].store(0, Ordering::Relaxed);
         Ok(())
     }
 
@@ -856,7 +875,7 @@ impl<P: PageSource> Kmalloc<P> {
     /// is shared. Walks the slab's free list to tell live objects from free ones.
     pub fn owner_of(&self, addr: usize) -> Owner {
         match self.locate(addr) {
-            Loc::Slab { head, cache } => {
+            Loc::Slab { head, cache, .. } => {
                 let c = self.caches[cache as usize].lock();
                 // SAFETY: stable under the cache lock; checked first.
                 unsafe {

@@ -295,3 +295,18 @@ fn bulk_alloc_and_free_under_one_lock() {
     assert_eq!(k.totals().live_allocations, 1);
     assert!(k.totals().pages.peak_pages >= k.totals().pages.segment_pages);
 }
+
+#[test]
+fn cache_of_accepts_only_object_starts() {
+    let mut mem = region(4 << 20);
+    let k = kmalloc(&mut mem, Policy::C, 64);
+    let p = k.kmalloc(96, Gfp::KERNEL).unwrap().as_ptr();
+    let c = k.kmalloc_cache(96, Gfp::KERNEL).unwrap();
+    assert_eq!(k.cache_of(p), Some(c));
+    // SAFETY: pointer arithmetic inside the object, never dereferenced.
+    assert_eq!(k.cache_of(unsafe { p.add(32) }), None, "interior pointer");
+    let big = k.kmalloc(10_000, Gfp::KERNEL).unwrap().as_ptr();
+    assert_eq!(k.cache_of(big), None, "large runs are not slab objects");
+    let on_stack = 0u64;
+    assert_eq!(k.cache_of(&on_stack as *const u64 as *const u8), None);
+}
