@@ -115,7 +115,7 @@ impl SwiotlbPool {
     /// Gives the buffer at `addr` back.
     pub fn free(&mut self, addr: usize) -> Result<(), BounceError> {
         let bad = BounceError::NotABounceBuffer(addr);
-        if !self.contains(addr) || (addr - self.base) % self.slot != 0 {
+        if !self.contains(addr) || !(addr - self.base).is_multiple_of(self.slot) {
             return Err(bad);
         }
         let i = (addr - self.base) / self.slot;

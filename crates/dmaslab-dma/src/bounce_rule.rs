@@ -40,7 +40,7 @@ pub fn linux_needs_bounce(
     roundup_size: usize,
     line: usize,
 ) -> bool {
-    !coherent && dir != Direction::ToDevice && roundup_size % line != 0
+    !coherent && dir != Direction::ToDevice && !roundup_size.is_multiple_of(line)
 }
 
 /// What a byte next to a mapping belongs to.

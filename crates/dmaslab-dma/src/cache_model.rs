@@ -59,7 +59,7 @@ impl CacheConfig {
     pub fn is_valid(&self) -> bool {
         [32, 64, 128, 256].contains(&self.line)
             && self.ways >= 1
-            && self.capacity % (self.line * self.ways) == 0
+            && self.capacity.is_multiple_of(self.line * self.ways)
             && (self.capacity / (self.line * self.ways)).is_power_of_two()
     }
 }

@@ -984,7 +984,7 @@ impl Machine {
     }
 
     /// Gives mapping `i` to the CPU: invalidate, then copy a bounce buffer out.
-    fn to_cpu(&mut self, i: usize) {
+    fn give_to_cpu(&mut self, i: usize) {
         let m = self.mappings[i];
         self.for_cpu(m.coherent, m.target(), m.len, m.dir);
         if let Some(b) = m.bounce {
@@ -1005,7 +1005,7 @@ impl Machine {
         dir: Direction,
     ) -> Result<(), DmaError> {
         let i = self.lookup(dma, len, dir, Location::caller())?;
-        self.to_cpu(i);
+        self.give_to_cpu(i);
         let m = self.mappings.swap_remove(i);
         if let Some(b) = m.bounce {
             self.pool
@@ -1030,7 +1030,7 @@ impl Machine {
         dir: Direction,
     ) -> Result<(), DmaError> {
         let i = self.lookup(dma, len, dir, Location::caller())?;
-        self.to_cpu(i);
+        self.give_to_cpu(i);
         self.stats.syncs += 1;
         Ok(())
     }

@@ -138,7 +138,9 @@ impl DmaPool {
     pub fn free(&mut self, b: PoolBlock) -> Result<(), DmaError> {
         let a = b.cpu_addr();
         let ours = self.pages.iter().any(|p| {
-            a >= p.cpu_addr() && a < p.cpu_addr() + p.len() && (a - p.cpu_addr()) % self.block == 0
+            a >= p.cpu_addr()
+                && a < p.cpu_addr() + p.len()
+                && (a - p.cpu_addr()).is_multiple_of(self.block)
         });
         if !ours || self.free.iter().any(|&(f, _)| f == a) {
             return Err(DmaError::Pool);
