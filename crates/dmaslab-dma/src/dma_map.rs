@@ -104,6 +104,18 @@ pub enum DmaError {
     NoMemory,
     /// The allocator refused a free.
     Free(FreeError),
+    /// A free of memory that an active mapping still covers.
+    StillMapped {
+        /// The allocation.
+        addr: usize,
+    },
+    /// A CPU store outside every live allocation (it would overwrite allocator memory).
+    NotAllocated {
+        /// Address.
+        addr: usize,
+        /// Length.
+        len: usize,
+    },
     /// A block freed to a DMA pool it does not belong to, or a pool destroyed while in use.
     Pool,
     /// The machine cannot be built with this configuration.
@@ -144,6 +156,10 @@ impl fmt::Display for DmaError {
             DmaError::OutOfRam { addr, len } => write!(f, "CPU access {addr:#x}+{len} outside RAM"),
             DmaError::NoMemory => f.write_str("out of memory"),
             DmaError::Free(e) => write!(f, "{e}"),
+            DmaError::StillMapped { addr } => write!(f, "{addr:#x} is still mapped for DMA"),
+            DmaError::NotAllocated { addr, len } => {
+                write!(f, "CPU store {addr:#x}+{len} outside any live allocation")
+            }
             DmaError::Pool => f.write_str("block does not belong to this DMA pool, or pool busy"),
             DmaError::Config(m) => f.write_str(m),
         }
@@ -547,6 +563,13 @@ impl Machine {
         let Some((start, len)) = self.span_of(p) else {
             return Err(DmaError::Free(FreeError::InvalidPointer(p)));
         };
+        if self
+            .mappings
+            .iter()
+            .any(|m| m.addr < start + len && start < m.addr + m.len)
+        {
+            return Err(DmaError::StillMapped { addr: p });
+        }
         // The allocator writes its free-list link into the slot: the slot's lines leave the
         // cache first so that cache and RAM agree on allocator bytes.
         self.cache.flush_range(&self.ram, start, len);
@@ -627,6 +650,24 @@ impl Machine {
     pub fn cpu_write(&mut self, addr: usize, data: &[u8]) -> Result<(), DmaError> {
         if !self.ram.contains(addr, data.len()) {
             return Err(DmaError::OutOfRam {
+                addr,
+                len: data.len(),
+            });
+        }
+        // Stores stay inside live allocations: the allocator's metadata and free slots are not
+        // the CPU's to write (the core detects corrupted free lists, but not bad descriptors).
+        let inside = match self.owner_of(addr) {
+            Owner::Object {
+                start,
+                size,
+                live: true,
+                ..
+            }
+            | Owner::Large { start, size } => addr + data.len() <= start + size,
+            _ => false,
+        };
+        if !inside {
+            return Err(DmaError::NotAllocated {
                 addr,
                 len: data.len(),
             });

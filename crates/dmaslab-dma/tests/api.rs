@@ -254,3 +254,32 @@ fn scatter_gather_maps_each_buffer() {
     assert_eq!(y, [2; 256]);
     assert!(m.findings().is_empty());
 }
+
+#[test]
+fn stores_outside_live_allocations_and_frees_of_mapped_buffers_are_refused() {
+    let mut m = Machine::new(MachineConfig::new(Policy::B)).unwrap();
+    let a = m.kmalloc(16, Gfp::KERNEL).unwrap();
+    let b = m.kmalloc(16, Gfp::KERNEL).unwrap();
+    assert_eq!(
+        m.cpu_write(a + 8, &[0; 16]),
+        Err(DmaError::NotAllocated {
+            addr: a + 8,
+            len: 16
+        }),
+        "runs into the next object"
+    );
+    m.kfree(b).unwrap();
+    assert!(
+        m.cpu_write(b, &[0; 8]).is_err(),
+        "a free slot holds the free-list link"
+    );
+    let seg_start = m.ram_base();
+    assert!(
+        m.cpu_write(seg_start, &[0; 8]).is_err(),
+        "allocator metadata"
+    );
+    let d = m.map_single(&DEV, a, 16, Direction::ToDevice).unwrap();
+    assert_eq!(m.kfree(a), Err(DmaError::StillMapped { addr: a }));
+    m.unmap_single(&DEV, d, 16, Direction::ToDevice).unwrap();
+    m.kfree(a).unwrap();
+}
