@@ -578,6 +578,33 @@ impl<P: PageSource> Kmalloc<P> {
         }
     }
 
+    /// The bytes a caller may use at `ptr`: [`ksize`](Self::ksize), except in debug mode, where
+    /// a slab object's usable size is the size it was last requested with (the rest of its slot
+    /// is red zone). `None` where `ksize` gives `None`.
+    pub fn usable_size(&self, ptr: *const u8) -> Option<usize> {
+        let full = self.ksize(ptr)?;
+        if !self.config.debug {
+            return Some(full);
+        }
+        match self.locate(ptr as usize) {
+            Loc::Slab { head, cache, base } => {
+                let c = self.caches[cache as usize].lock();
+                // SAFETY: stable under the cache lock; checked before use; `ksize` found an
+                // object start, re-checked against this slab.
+                unsafe {
+                    if PageDesc::kind_of(head) != PageKind::Slab
+                        || (*head).cache.load(Ordering::Acquire) != cache
+                        || !c.geom().is_object_start((ptr as usize).wrapping_sub(base))
+                    {
+                        return None;
+                    }
+                    Some(c.requested(head, ptr as *mut u8))
+                }
+            }
+            _ => Some(full),
+        }
+    }
+
     /// The size kmalloc would really hand out for a request of `size` bytes.
     pub fn kmalloc_size_roundup(&self, size: usize) -> usize {
         match self.classes.class_for(size) {

@@ -398,6 +398,22 @@ impl KmemCache {
         Ok(())
     }
 
+    /// Debug mode: the size object `obj` of slab `d` was last requested with (0: never handed
+    /// out). Without debug mode: the object size.
+    ///
+    /// # Safety
+    /// As for [`free`](Self::free); `obj` is an object start.
+    pub(crate) unsafe fn requested(&self, d: *mut PageDesc, obj: *mut u8) -> usize {
+        if !self.debug {
+            return self.size;
+        }
+        // SAFETY: as the caller promises; debug slabs have a side table.
+        unsafe {
+            let base = self.slab_base(d);
+            (*self.object_ref(d, base, obj).rec).requested as usize
+        }
+    }
+
     /// Full check: is the object at `obj` of slab `d` free? O(objects).
     ///
     /// # Safety
