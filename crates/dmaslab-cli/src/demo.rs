@@ -7,6 +7,7 @@ use dmaslab_dma::scenario::demo::{self, Outcome, LINE};
 use dmaslab_dma::{Finding, Party};
 use serde_json::{json, Value};
 use std::fmt::Write as _;
+use std::io::Write as _;
 
 /// Options of `dmaslab demo`.
 #[derive(clap::Args)]
@@ -19,14 +20,21 @@ pub struct Args {
 /// Runs the demo and prints the table (or JSON).
 pub fn run(args: Args) -> Result<(), CliError> {
     let outcomes = outcomes()?;
-    if args.json {
+    let text = if args.json {
         let v = json!({ "scenarios": outcomes.iter().map(scenario_json).collect::<Vec<_>>() });
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&v).map_err(|e| CliError::failure(e.to_string()))?
-        );
+        let mut t =
+            serde_json::to_string_pretty(&v).map_err(|e| CliError::failure(e.to_string()))?;
+        t.push('\n');
+        t
     } else {
-        print!("{}", table(&outcomes));
+        table(&outcomes)
+    };
+    // A closed pipe (`dmaslab demo | head`) is not an error worth a panic.
+    match std::io::stdout().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            return Err(CliError::failure(format!("stdout: {e}")))
+        }
+        _ => {}
     }
     Ok(())
 }
