@@ -34,10 +34,10 @@ fn invalid_frees_are_reported_and_change_nothing() {
             k.kfree(big_interior),
             Err(FreeError::InvalidPointer(big_interior as usize))
         );
-        // A free page: far into the segment, past what the two allocations used.
+        // A free page: the segment's last (the two allocations use its first half).
         let seg = a as usize & !((DEFAULT_PAGE_SIZE << common::SEG_ORDER) - 1);
         let free_page =
-            (seg + (DEFAULT_PAGE_SIZE << (common::SEG_ORDER - 1)) - DEFAULT_PAGE_SIZE) as *mut u8;
+            (seg + (DEFAULT_PAGE_SIZE << common::SEG_ORDER) - DEFAULT_PAGE_SIZE) as *mut u8;
         assert_eq!(k.owner_of(free_page as usize), Owner::Unused);
         assert_eq!(
             k.kfree(free_page),
