@@ -10,7 +10,15 @@
 //! null, `calloc` and `reallocarray` check for overflow. Locks are taken before `fork()` and
 //! released in parent and child (`pthread_atfork`). At exit the slabinfo table is written where
 //! `DMASLAB_STATS` says. An invalid or double free prints `dmaslab: invalid free of 0x...` /
-//! `dmaslab: double free of 0x...` and aborts.
+//! `dmaslab: double free of 0x...` and aborts; `DMASLAB_DEBUG=1` turns on debug mode (red
+//! zones, poison, full double-free checks), whose reports name the cache, the object and the
+//! allocation and free call sites.
+//!
+//! # Call sites
+//! On x86-64 each exported function is a two-instruction naked trampoline: it loads its return
+//! address (the caller's call site) into the next argument register and tail-jumps to the Rust
+//! implementation (`malloc` → `malloc_at(size, site)`), so the fast path grows by one load and one
+//! jump and no frame. Elsewhere the exported functions pass 0 ("unknown").
 //!
 //! No function here unwinds: the release profile aborts on panic, and `extern "C"` functions
 //! abort on an unwinding panic in any profile.
@@ -46,33 +54,129 @@ fn enomem_if_null(p: *mut u8) -> *mut c_void {
     p.cast()
 }
 
-/// `malloc(3)`.
-#[no_mangle]
-pub extern "C" fn malloc(size: usize) -> *mut c_void {
-    enomem_if_null(heap().malloc(size))
+/// Defines an exported C function that passes its caller's address as an extra last argument
+/// to `$imp` (see "Call sites" above). `$x86` is the register of that argument on x86-64.
+macro_rules! with_site {
+    ($(#[$m:meta])* fn $name:ident($($a:ident: $t:ty),*) $(-> $r:ty)? => $imp:ident, $x86:literal) => {
+        $(#[$m])*
+        #[cfg(target_arch = "x86_64")]
+        #[unsafe(naked)]
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name($($a: $t),*) $(-> $r)? {
+            // The return address is at [rsp] on entry; the arguments stay in their registers.
+            core::arch::naked_asm!(
+                concat!("mov ", $x86, ", qword ptr [rsp]"),
+                "jmp {imp}",
+                imp = sym $imp,
+            )
+        }
+        $(#[$m])*
+        #[cfg(not(target_arch = "x86_64"))]
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name($($a: $t),*) $(-> $r)? {
+            // SAFETY: forwarded from the caller; 0 is "site unknown".
+            unsafe { $imp($($a,)* 0) }
+        }
+    };
 }
 
-/// `free(3)`.
-///
+with_site! {
+    /// `malloc(3)`.
+    ///
+    /// # Safety
+    /// None beyond C's.
+    fn malloc(size: usize) -> *mut c_void => malloc_at, "rsi"
+}
+with_site! {
+    /// `free(3)`.
+    ///
+    /// # Safety
+    /// `p` is null or a live allocation of this library.
+    fn free(p: *mut c_void) => free_at, "rsi"
+}
+with_site! {
+    /// `calloc(3)`: overflow of `n * size` is `ENOMEM`.
+    ///
+    /// # Safety
+    /// None beyond C's.
+    fn calloc(n: usize, size: usize) -> *mut c_void => calloc_at, "rdx"
+}
+with_site! {
+    /// `realloc(3)`, glibc semantics: null `p` allocates, `size == 0` frees and returns null.
+    ///
+    /// # Safety
+    /// `p` is null or a live allocation of this library.
+    fn realloc(p: *mut c_void, size: usize) -> *mut c_void => realloc_at, "rdx"
+}
+with_site! {
+    /// `reallocarray(3)`: `realloc(p, n * size)` with overflow reported as `ENOMEM`.
+    ///
+    /// # Safety
+    /// As for [`realloc`].
+    fn reallocarray(p: *mut c_void, n: usize, size: usize) -> *mut c_void => reallocarray_at, "rcx"
+}
+with_site! {
+    /// `memalign(3)`, as glibc: a non-power-of-two alignment is rounded up; one above
+    /// `SIZE_MAX / 2 + 1` is `EINVAL`.
+    ///
+    /// # Safety
+    /// None beyond C's.
+    fn memalign(align: usize, size: usize) -> *mut c_void => memalign_at, "rdx"
+}
+with_site! {
+    /// `posix_memalign(3)`: `EINVAL` unless `align` is a power of two multiple of
+    /// `sizeof(void *)`; `ENOMEM` when out of memory. `errno` is left alone.
+    ///
+    /// # Safety
+    /// `out` is valid for a pointer write.
+    fn posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> libc::c_int => posix_memalign_at, "rcx"
+}
+with_site! {
+    /// `aligned_alloc(3)`: `EINVAL` unless `align` is a power of two (glibc 2.38).
+    ///
+    /// # Safety
+    /// None beyond C's.
+    fn aligned_alloc(align: usize, size: usize) -> *mut c_void => aligned_alloc_at, "rdx"
+}
+with_site! {
+    /// `valloc(3)`: page-aligned.
+    ///
+    /// # Safety
+    /// None beyond C's.
+    fn valloc(size: usize) -> *mut c_void => valloc_at, "rsi"
+}
+with_site! {
+    /// `pvalloc(3)`: page-aligned, size rounded up to whole pages (0 gives one page).
+    ///
+    /// # Safety
+    /// None beyond C's.
+    fn pvalloc(size: usize) -> *mut c_void => pvalloc_at, "rsi"
+}
+
+/// # Safety
+/// None beyond C's.
+unsafe extern "C" fn malloc_at(size: usize, site: usize) -> *mut c_void {
+    enomem_if_null(heap().malloc_at(size, site))
+}
+
 /// # Safety
 /// `p` is null or a live allocation of this library.
-#[no_mangle]
-pub unsafe extern "C" fn free(p: *mut c_void) {
+unsafe extern "C" fn free_at(p: *mut c_void, site: usize) {
     if p.is_null() {
         return;
     }
     // SAFETY: the C contract of free.
-    unsafe { heap().free(p.cast()) }
+    unsafe { heap().free_at(p.cast(), site) }
 }
 
-/// `calloc(3)`: overflow of `n * size` is `ENOMEM`.
-#[no_mangle]
-pub extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
+/// # Safety
+/// None beyond C's.
+unsafe extern "C" fn calloc_at(n: usize, size: usize, site: usize) -> *mut c_void {
     let Some(bytes) = n.checked_mul(size) else {
         set_errno(libc::ENOMEM);
         return ptr::null_mut();
     };
-    let p = heap().malloc(bytes);
+    let p = heap().malloc_at(bytes, site);
     if p.is_null() {
         set_errno(libc::ENOMEM);
     } else {
@@ -82,34 +186,33 @@ pub extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
     p.cast()
 }
 
-/// `realloc(3)`, glibc semantics: null `p` allocates, `size == 0` frees and returns null.
-///
 /// # Safety
 /// `p` is null or a live allocation of this library.
-#[no_mangle]
-pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
+unsafe extern "C" fn realloc_at(p: *mut c_void, size: usize, site: usize) -> *mut c_void {
     let h = heap();
     if p.is_null() {
-        return enomem_if_null(h.malloc(size));
+        return enomem_if_null(h.malloc_at(size, site));
     }
     if size == 0 {
         // SAFETY: the C contract of realloc.
-        unsafe { h.free(p.cast()) };
+        unsafe { h.free_at(p.cast(), site) };
         return ptr::null_mut();
     }
     // SAFETY: the C contract of realloc.
-    enomem_if_null(unsafe { h.realloc(p.cast(), size) })
+    enomem_if_null(unsafe { h.realloc_aligned_at(p.cast(), size, 1, site) })
 }
 
-/// `reallocarray(3)`: `realloc(p, n * size)` with overflow reported as `ENOMEM`.
-///
 /// # Safety
 /// As for [`realloc`].
-#[no_mangle]
-pub unsafe extern "C" fn reallocarray(p: *mut c_void, n: usize, size: usize) -> *mut c_void {
+unsafe extern "C" fn reallocarray_at(
+    p: *mut c_void,
+    n: usize,
+    size: usize,
+    site: usize,
+) -> *mut c_void {
     match n.checked_mul(size) {
         // SAFETY: forwarded.
-        Some(bytes) => unsafe { realloc(p, bytes) },
+        Some(bytes) => unsafe { realloc_at(p, bytes, site) },
         None => {
             set_errno(libc::ENOMEM);
             ptr::null_mut()
@@ -117,34 +220,30 @@ pub unsafe extern "C" fn reallocarray(p: *mut c_void, n: usize, size: usize) -> 
     }
 }
 
-fn aligned(align: usize, size: usize) -> *mut c_void {
+fn aligned(align: usize, size: usize, site: usize) -> *mut c_void {
     if align <= MALLOC_ALIGNMENT && size >= align {
-        return enomem_if_null(heap().malloc(size));
+        return enomem_if_null(heap().malloc_at(size, site));
     }
-    enomem_if_null(heap().malloc_aligned(size, align))
+    enomem_if_null(heap().malloc_aligned_at(size, align, site))
 }
 
-/// `memalign(3)`, as glibc: a non-power-of-two alignment is rounded up; one above
-/// `SIZE_MAX / 2 + 1` is `EINVAL`.
-#[no_mangle]
-pub extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
+/// # Safety
+/// None beyond C's.
+unsafe extern "C" fn memalign_at(align: usize, size: usize, site: usize) -> *mut c_void {
     if align > usize::MAX / 2 + 1 {
         set_errno(libc::EINVAL);
         return ptr::null_mut();
     }
-    aligned(align.max(1).next_power_of_two(), size)
+    aligned(align.max(1).next_power_of_two(), size, site)
 }
 
-/// `posix_memalign(3)`: `EINVAL` unless `align` is a power of two multiple of
-/// `sizeof(void *)`; `ENOMEM` when out of memory. `errno` is left alone.
-///
 /// # Safety
 /// `out` is valid for a pointer write.
-#[no_mangle]
-pub unsafe extern "C" fn posix_memalign(
+unsafe extern "C" fn posix_memalign_at(
     out: *mut *mut c_void,
     align: usize,
     size: usize,
+    site: usize,
 ) -> libc::c_int {
     // A power of two is a multiple of `sizeof(void *)` (itself a power of two) iff not smaller.
     if !align.is_power_of_two() || align < core::mem::size_of::<*mut c_void>() {
@@ -152,7 +251,7 @@ pub unsafe extern "C" fn posix_memalign(
     }
     // SAFETY: errno is this thread's.
     let saved = unsafe { *libc::__errno_location() };
-    let p = aligned(align, size);
+    let p = aligned(align, size, site);
     if p.is_null() {
         set_errno(saved);
         return libc::ENOMEM;
@@ -162,28 +261,28 @@ pub unsafe extern "C" fn posix_memalign(
     0
 }
 
-/// `aligned_alloc(3)`: `EINVAL` unless `align` is a power of two (glibc 2.38).
-#[no_mangle]
-pub extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
+/// # Safety
+/// None beyond C's.
+unsafe extern "C" fn aligned_alloc_at(align: usize, size: usize, site: usize) -> *mut c_void {
     if !align.is_power_of_two() {
         set_errno(libc::EINVAL);
         return ptr::null_mut();
     }
-    aligned(align, size)
+    aligned(align, size, site)
 }
 
-/// `valloc(3)`: page-aligned.
-#[no_mangle]
-pub extern "C" fn valloc(size: usize) -> *mut c_void {
-    aligned(page_size(), size)
+/// # Safety
+/// None beyond C's.
+unsafe extern "C" fn valloc_at(size: usize, site: usize) -> *mut c_void {
+    aligned(page_size(), size, site)
 }
 
-/// `pvalloc(3)`: page-aligned, size rounded up to whole pages (0 gives one page).
-#[no_mangle]
-pub extern "C" fn pvalloc(size: usize) -> *mut c_void {
+/// # Safety
+/// None beyond C's.
+unsafe extern "C" fn pvalloc_at(size: usize, site: usize) -> *mut c_void {
     let ps = page_size();
     match size.max(1).checked_next_multiple_of(ps) {
-        Some(s) => aligned(ps, s),
+        Some(s) => aligned(ps, s, site),
         None => {
             set_errno(libc::ENOMEM);
             ptr::null_mut()
@@ -226,10 +325,16 @@ extern "C" fn on_load() {
     };
 }
 
-/// Library destructor: writes the statistics where `DMASLAB_STATS` says.
+/// Library destructor: writes the statistics where `DMASLAB_STATS` says. In debug mode it
+/// first walks every slab and aborts if a free object was written or a red zone overwritten
+/// (misuse no later allocation happened to catch).
 extern "C" fn on_unload() {
     if let Some(h) = dmaslab_heap::try_heap() {
         h.dump_stats();
+        if h.debug() && h.validate() > 0 {
+            // SAFETY: abort has no preconditions; the findings are on stderr.
+            unsafe { libc::abort() }
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! The heap's settings, read from the environment without allocating.
 //!
 //! `DMASLAB_POLICY=A|B|C` (default C), `DMASLAB_DMA_MINALIGN=32|64|128|256` (default 64),
-//! `DMASLAB_STATS=stderr|PATH` (`%p` in PATH becomes the pid; unset: no statistics). An unknown
+//! `DMASLAB_STATS=stderr|PATH` (`%p` in PATH becomes the pid; unset: no statistics),
+//! `DMASLAB_DEBUG=0|1` (default 0: debug mode, see docs/hardening.md). An unknown
 //! value is reported on stderr once (the environment is read once per process) and the default
 //! used.
 //!
@@ -41,6 +42,9 @@ pub struct Settings {
     pub dma_minalign: usize,
     /// Where statistics go at exit.
     pub stats: StatsTarget,
+    /// Debug mode (`DMASLAB_DEBUG=1`): red zones, poison, full double-free checks and call
+    /// sites in the core; magazines are bypassed so every operation is checked.
+    pub debug: bool,
 }
 
 impl Default for Settings {
@@ -49,6 +53,7 @@ impl Default for Settings {
             policy: Policy::C,
             dma_minalign: 64,
             stats: StatsTarget::None,
+            debug: false,
         }
     }
 }
@@ -62,6 +67,15 @@ pub fn parse_policy(s: &[u8]) -> Option<Policy> {
 pub fn parse_minalign(s: &[u8]) -> Option<usize> {
     let n: usize = core::str::from_utf8(s).ok()?.trim().parse().ok()?;
     DMA_MINALIGNS.contains(&n).then_some(n)
+}
+
+/// Parses a `DMASLAB_DEBUG` value: `0` or `1`.
+pub fn parse_debug(s: &[u8]) -> Option<bool> {
+    match s {
+        b"0" => Some(false),
+        b"1" => Some(true),
+        _ => None,
+    }
 }
 
 /// Parses a `DMASLAB_STATS` value: `stderr`, or a non-empty path that fits [`STATS_PATH_MAX`].
@@ -104,6 +118,13 @@ fn warn(var: &str, value: &[u8], default: &str) {
 }
 
 impl Settings {
+    /// Turns debug mode on or off (builder style), e.g.
+    /// `Heap::new(Settings::default().debug(true))`.
+    pub const fn debug(mut self, on: bool) -> Self {
+        self.debug = on;
+        self
+    }
+
     /// Reads the settings from the environment, reporting unknown values on stderr.
     pub fn from_env() -> Settings {
         let mut s = Settings::default();
@@ -125,6 +146,12 @@ impl Settings {
                 None => warn("DMASLAB_STATS", v, "no statistics"),
             }
         }
+        if let Some(v) = getenv(c"DMASLAB_DEBUG") {
+            match parse_debug(v) {
+                Some(d) => s.debug = d,
+                None => warn("DMASLAB_DEBUG", v, "0"),
+            }
+        }
         s
     }
 }
@@ -143,6 +170,9 @@ mod tests {
         assert_eq!(parse_minalign(b"x"), None);
         assert_eq!(parse_stats(b"stderr"), Some(StatsTarget::Stderr));
         assert_eq!(parse_stats(b""), None);
+        assert_eq!(parse_debug(b"1"), Some(true));
+        assert_eq!(parse_debug(b"0"), Some(false));
+        assert_eq!(parse_debug(b"yes"), None);
         match parse_stats(b"/tmp/s.%p") {
             Some(StatsTarget::Path { bytes, len }) => assert_eq!(&bytes[..len], b"/tmp/s.%p"),
             other => panic!("{other:?}"),

@@ -47,8 +47,11 @@ impl DepotLists {
         if m.is_null() {
             return None;
         }
-        // SAFETY: `m` is on our list (invariant).
-        self.full = unsafe { (*m).next };
+        // SAFETY: `m` is on our list (invariant); off it, `next` is null (magazine invariant).
+        unsafe {
+            self.full = (*m).next;
+            (*m).next = ptr::null_mut();
+        }
         self.nfull -= 1;
         Some(m)
     }
@@ -59,8 +62,11 @@ impl DepotLists {
         if m.is_null() {
             return None;
         }
-        // SAFETY: `m` is on our list (invariant).
-        self.empty = unsafe { (*m).next };
+        // SAFETY: `m` is on our list (invariant); off it, `next` is null (magazine invariant).
+        unsafe {
+            self.empty = (*m).next;
+            (*m).next = ptr::null_mut();
+        }
         self.nempty -= 1;
         Some(m)
     }

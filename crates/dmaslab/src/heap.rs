@@ -21,6 +21,15 @@
 //! magazines back to the depot and marks the thread dead: allocations after that (later
 //! thread-local destructors) go straight to the core.
 //!
+//! # Hardening and debug mode
+//! Always on: the core's encoded free lists and its checks on every free that reaches it
+//! (invalid pointers, the object at its free list's head); on the free fast path, one compare
+//! with the top of the loaded magazine catches `free(p); free(p)`. Findings print one line
+//! (`dmaslab: double free of 0x...`) and abort. Debug mode (`Settings::debug`,
+//! `DMASLAB_DEBUG=1`) turns on the core's red zones, poison, full double-free check and call
+//! sites, and bypasses magazines (the size tables stay empty, so `malloc` takes its cold path
+//! into the core), so that every operation is checked.
+//!
 //! # Accounting
 //! Objects in magazines (thread or depot) look allocated to the core: slabinfo `active_objs`
 //! counts them. Magazines themselves are 512-byte kmalloc objects.
@@ -96,6 +105,8 @@ pub struct Heap {
     mag_cap: [u8; MAX_CACHES],
     depots: [Depot; MAX_CACHES],
     exit_key: Option<libc::pthread_key_t>,
+    /// Debug mode: the tables are empty and no thread has magazines.
+    debug: bool,
 }
 
 // SAFETY: every shared part is behind a lock (depots, core caches) or read-only after
@@ -105,10 +116,11 @@ unsafe impl Sync for Heap {}
 unsafe impl Send for Heap {}
 
 /// Prints `dmaslab: <what> of 0x...` on stderr and aborts: the heap's answer to an invalid or
-/// double free (continuing would corrupt memory).
+/// double free, and to a debug-mode finding (continuing would corrupt memory). Formats into a
+/// stack buffer: never allocates.
 #[cold]
 pub fn bad_free(e: FreeError) -> ! {
-    let mut b = FixedBuf::<128>::new();
+    let mut b = FixedBuf::<256>::new();
     let _ = write!(b, "dmaslab: {e}");
     sys::stderr_line(b.as_bytes());
     // SAFETY: abort has no preconditions.
@@ -130,7 +142,8 @@ impl Heap {
     pub fn new(settings: Settings) -> Heap {
         let config = Config::new(settings.policy)
             .dma_minalign(settings.dma_minalign)
-            .secret(sys::random_u64() as usize | 1);
+            .secret(sys::random_u64() as usize | 1)
+            .debug(settings.debug);
         let core = match Kmalloc::new(MmapPageSource::new(), config) {
             Ok(k) => k,
             Err(_) => fatal("cannot build the allocator (bad configuration)"),
@@ -145,6 +158,7 @@ impl Heap {
             mag_cap: [0; MAX_CACHES],
             depots: [const { Depot::new(DepotLists::NEW) }; MAX_CACHES],
             exit_key: None,
+            debug: settings.debug,
         };
         for i in 0..TABLE_LEN {
             let size = (i * 8).max(1);
@@ -155,7 +169,9 @@ impl Heap {
                     h.ids[x] = Some(id);
                     h.obj_size[x] = osz as u32;
                     h.mag_cap[x] = capacity_for(osz) as u8;
-                    if dma {
+                    if settings.debug {
+                        // Debug mode: every request takes the cold path into the core.
+                    } else if dma {
                         h.dma_table[i] = x as u8;
                     } else {
                         h.kmalloc_table[i] = x as u8;
@@ -186,27 +202,44 @@ impl Heap {
     /// naturally aligned). Null when out of memory.
     #[inline]
     pub fn malloc(&self, size: usize) -> *mut u8 {
+        self.malloc_at(size, 0)
+    }
+
+    /// [`malloc`](Self::malloc) with the caller's address (`site`, 0: unknown), recorded in
+    /// debug mode and named in its reports.
+    #[inline]
+    pub fn malloc_at(&self, size: usize, site: usize) -> *mut u8 {
         if size <= SMALL_MAX {
             let x = self.kmalloc_table[(size + 7) >> 3];
             if x != NO_CLASS {
                 return self.alloc_class(x as usize);
             }
         }
-        self.alloc_large(size, 1, Gfp::KERNEL)
+        self.alloc_large(size, 1, Gfp::KERNEL, site)
     }
 
     /// Allocates `size` bytes aligned to `align` (a power of two; anything else gives null).
     pub fn malloc_aligned(&self, size: usize, align: usize) -> *mut u8 {
-        self.aligned_in(size, align, false)
+        self.aligned_in(size, align, false, 0)
+    }
+
+    /// [`malloc_aligned`](Self::malloc_aligned) with the caller's address.
+    pub fn malloc_aligned_at(&self, size: usize, align: usize, site: usize) -> *mut u8 {
+        self.aligned_in(size, align, false, site)
+    }
+
+    /// Is debug mode on?
+    pub fn debug(&self) -> bool {
+        self.debug
     }
 
     /// Allocates a DMA-safe buffer: it shares no cache line (`dma_minalign`) with anything
     /// else. Served by the `dma-kmalloc-*` caches under B and C, by kmalloc under A.
     pub fn dma_alloc(&self, size: usize, align: usize) -> *mut u8 {
-        self.aligned_in(size, align, true)
+        self.aligned_in(size, align, true, 0)
     }
 
-    fn aligned_in(&self, size: usize, align: usize, dma: bool) -> *mut u8 {
+    fn aligned_in(&self, size: usize, align: usize, dma: bool, site: usize) -> *mut u8 {
         if !align.is_power_of_two() {
             return ptr::null_mut();
         }
@@ -227,14 +260,17 @@ impl Heap {
             }
         }
         let gfp = if dma { Gfp::DMA } else { Gfp::KERNEL };
-        self.alloc_large(size, align, gfp)
+        self.alloc_large(size, align, gfp, site)
     }
 
+    /// Straight to the core: sizes above [`SMALL_MAX`], and every request in debug mode. A
+    /// corrupted free list, or a debug finding, is reported and aborts.
     #[cold]
-    fn alloc_large(&self, size: usize, align: usize, gfp: Gfp) -> *mut u8 {
-        self.core
-            .kmalloc_aligned(size.max(1), align, gfp)
-            .map_or(ptr::null_mut(), |p| p.as_ptr())
+    fn alloc_large(&self, size: usize, align: usize, gfp: Gfp, site: usize) -> *mut u8 {
+        match self.core.kmalloc_checked(size.max(1), align, gfp, site) {
+            Ok(p) => p.map_or(ptr::null_mut(), |p| p.as_ptr()),
+            Err(e) => bad_free(e),
+        }
     }
 
     #[inline(always)]
@@ -256,13 +292,25 @@ impl Heap {
         self.alloc_slow(x)
     }
 
-    /// Frees `ptr` (null is ignored). An invalid or double free detected by the core prints
+    /// Frees `ptr` (null is ignored). An invalid or double free detected by the core, or a
+    /// free of the object on top of the thread's loaded magazine (`free(p); free(p)`), prints
     /// one line and aborts.
     ///
     /// # Safety
     /// `ptr` is null or a live allocation of this heap; nothing uses it afterwards.
     #[inline]
     pub unsafe fn free(&self, ptr: *mut u8) {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.free_at(ptr, 0) }
+    }
+
+    /// [`free`](Self::free) with the caller's address (`site`, 0: unknown), recorded in debug
+    /// mode and named in its reports.
+    ///
+    /// # Safety
+    /// As for [`free`](Self::free).
+    #[inline]
+    pub unsafe fn free_at(&self, ptr: *mut u8, site: usize) {
         if ptr.is_null() {
             return;
         }
@@ -271,29 +319,38 @@ impl Heap {
                 let x = id.index();
                 let tc = tcache();
                 // SAFETY: as in `alloc_class`; the pointer lies in a slab of cache `x` and the
-                // caller gives it up.
+                // caller gives it up. `top` reads inside the magazine (`count <= cap`).
                 unsafe {
                     let m = (*tc).loaded[x];
-                    if !m.is_null() && (*m).count < (*m).cap {
+                    if !m.is_null() {
+                        // The object on top is free (the last one freed, if this thread freed
+                        // one since it last allocated): freeing it again is a double free.
+                        if Magazine::top(m) == ptr {
+                            bad_free(FreeError::DoubleFree(ptr as usize));
+                        }
                         let n = (*m).count;
-                        (*m).objs[n as usize] = ptr;
-                        (*m).count = n + 1;
-                        return;
+                        if n < (*m).cap {
+                            (*m).objs[n as usize] = ptr;
+                            (*m).count = n + 1;
+                            return;
+                        }
                     }
-                    self.free_slow(x, ptr)
+                    self.free_slow(x, ptr, site)
                 }
             }
             // SAFETY: forwarded from the caller.
-            None => unsafe { self.free_direct(ptr) },
+            None => unsafe { self.free_direct(ptr, site) },
         }
     }
 
+    /// Frees through the core, with its checks (every free in debug mode).
+    ///
     /// # Safety
     /// As for [`free`](Self::free).
     #[cold]
-    unsafe fn free_direct(&self, ptr: *mut u8) {
+    unsafe fn free_direct(&self, ptr: *mut u8, site: usize) {
         // SAFETY: forwarded from the caller.
-        if let Err(e) = unsafe { self.core.kfree(ptr) } {
+        if let Err(e) = unsafe { self.core.kfree_at(ptr, site) } {
             bad_free(e)
         }
     }
@@ -303,6 +360,10 @@ impl Heap {
     pub fn usable_size(&self, ptr: *const u8) -> usize {
         if ptr.is_null() {
             return 0;
+        }
+        if self.debug {
+            // The size asked for: the rest of the slot is red zone.
+            return self.core.usable_size(ptr).unwrap_or(0);
         }
         match self.core.cache_of(ptr) {
             Some(id) => self.obj_size[id.index()] as usize,
@@ -326,20 +387,36 @@ impl Heap {
     /// # Safety
     /// As for [`realloc`](Self::realloc); `ptr` was allocated with alignment `align`.
     pub unsafe fn realloc_aligned(&self, ptr: *mut u8, size: usize, align: usize) -> *mut u8 {
+        // SAFETY: forwarded.
+        unsafe { self.realloc_aligned_at(ptr, size, align, 0) }
+    }
+
+    /// [`realloc_aligned`](Self::realloc_aligned) with the caller's address. Debug mode always
+    /// moves the block, so the new size gets its own red zone.
+    ///
+    /// # Safety
+    /// As for [`realloc_aligned`](Self::realloc_aligned).
+    pub unsafe fn realloc_aligned_at(
+        &self,
+        ptr: *mut u8,
+        size: usize,
+        align: usize,
+        site: usize,
+    ) -> *mut u8 {
         if ptr.is_null() {
-            return self.malloc_aligned(size, align);
+            return self.malloc_aligned_at(size, align, site);
         }
         let old = self.usable_size(ptr);
         if old == 0 {
             bad_free(FreeError::InvalidPointer(ptr as usize));
         }
-        if size <= old && size > old / 2 {
+        if size <= old && size > old / 2 && !self.debug {
             return ptr;
         }
         let new = if align <= 8 {
-            self.malloc(size)
+            self.malloc_at(size, site)
         } else {
-            self.malloc_aligned(size, align)
+            self.malloc_aligned_at(size, align, site)
         };
         if new.is_null() {
             return new;
@@ -347,7 +424,7 @@ impl Heap {
         // SAFETY: both blocks are live, distinct and at least `min(old, size)` bytes.
         unsafe {
             ptr::copy_nonoverlapping(ptr, new, old.min(size));
-            self.free(ptr);
+            self.free_at(ptr, site);
         }
         new
     }
@@ -499,7 +576,11 @@ impl Heap {
     /// `ptr` is a live object of cache `x` that the caller gives up.
     #[cold]
     #[inline(never)]
-    unsafe fn free_slow(&self, x: usize, ptr: *mut u8) {
+    unsafe fn free_slow(&self, x: usize, ptr: *mut u8, site: usize) {
+        if self.debug {
+            // SAFETY: forwarded from the caller.
+            return unsafe { self.free_direct(ptr, site) };
+        }
         let tc = tcache();
         if !self.thread_ready(tc) {
             // SAFETY: forwarded from the caller.
@@ -591,6 +672,18 @@ impl Heap {
                 d.force_unlock();
             }
         }
+    }
+
+    /// Walks every slab ([`Kmalloc::validate`]): free lists must decode, and in debug mode
+    /// free objects keep their poison and live ones their red zones. Prints one line
+    /// `dmaslab: <finding>` on stderr per problem (without allocating) and returns how many
+    /// there were. Objects held in magazines look allocated to the core and are not checked.
+    pub fn validate(&self) -> usize {
+        self.core.validate(|f| {
+            let mut b = FixedBuf::<256>::new();
+            let _ = write!(b, "dmaslab: {f}");
+            sys::stderr_line(b.as_bytes());
+        })
     }
 
     /// Totals of the core.

@@ -36,7 +36,7 @@ pub const fn capacity_for(size: usize) -> usize {
 /// # Invariants
 /// `count <= cap <= MAG_MAX`; `objs[..count]` are free objects of one cache, each owned by the
 /// magazine (nobody else uses them until popped). `next` links magazines in a depot list and is
-/// meaningful only there.
+/// null whenever the magazine is not on one (so [`Magazine::top`] of an empty magazine is null).
 #[repr(C)]
 pub struct Magazine {
     /// Objects held.
@@ -52,6 +52,11 @@ pub struct Magazine {
 /// Size of a magazine in bytes (512).
 pub const MAG_BYTES_SELF: usize = core::mem::size_of::<Magazine>();
 const _: () = assert!(MAG_BYTES_SELF == 512);
+// `top` reads `next` as "objs[-1]": it must be the pointer-sized field right before `objs`.
+const _: () = assert!(
+    core::mem::offset_of!(Magazine, next) + core::mem::size_of::<*mut u8>()
+        == core::mem::offset_of!(Magazine, objs)
+);
 
 impl Magazine {
     /// Initialises the memory at `m` as an empty magazine of capacity `cap`.
@@ -65,6 +70,26 @@ impl Magazine {
             (&raw mut (*m).count).write(0);
             (&raw mut (*m).cap).write(cap as u32);
             (&raw mut (*m).next).write(ptr::null_mut());
+        }
+    }
+
+    /// The object on top, `objs[count - 1]`; for an empty magazine the word below `objs[0]`,
+    /// which is `next`, null outside a depot (invariant). One load and no branch: the free fast
+    /// path compares it with the pointer being freed to catch `free(p); free(p)`.
+    ///
+    /// # Safety
+    /// `m` is a valid magazine that is on no depot list.
+    #[inline(always)]
+    pub unsafe fn top(m: *const Magazine) -> *mut u8 {
+        // SAFETY: `count <= MAG_MAX`, so `objs - 1 + count` lies in `next` or `objs[..MAG_MAX]`
+        // (layout asserted above), inside the magazine; both hold pointers. The raw place keeps
+        // the provenance of `m`, which covers the whole magazine.
+        unsafe {
+            (&raw const (*m).objs)
+                .cast::<*mut u8>()
+                .add((*m).count as usize)
+                .sub(1)
+                .read()
         }
     }
 
@@ -94,5 +119,22 @@ mod tests {
         assert_eq!(capacity_for(1024), 8);
         assert_eq!(capacity_for(2048), 4);
         assert_eq!(capacity_for(8192), 4);
+    }
+
+    #[test]
+    fn top_is_the_last_object_or_null() {
+        let mut mem = core::mem::MaybeUninit::<Magazine>::uninit();
+        let m = mem.as_mut_ptr();
+        // SAFETY: a magazine-sized, aligned block we own; slots written before being read.
+        unsafe {
+            Magazine::init(m, 4);
+            assert!(Magazine::top(m).is_null());
+            (*m).objs[0] = 0x1000 as *mut u8;
+            (*m).count = 1;
+            assert_eq!(Magazine::top(m), 0x1000 as *mut u8);
+            (*m).objs[1] = 0x2000 as *mut u8;
+            (*m).count = 2;
+            assert_eq!(Magazine::top(m), 0x2000 as *mut u8);
+        }
     }
 }

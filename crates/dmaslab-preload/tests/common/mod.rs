@@ -80,6 +80,7 @@ pub fn run(mut cmd: Command, policy: Option<&str>, stats: Option<&Path>) -> Outp
         "DMASLAB_POLICY",
         "DMASLAB_STATS",
         "DMASLAB_DMA_MINALIGN",
+        "DMASLAB_DEBUG",
     ] {
         if !cmd.get_envs().any(|(k, _)| k == var) {
             cmd.env_remove(var);
