@@ -181,7 +181,11 @@ impl ObjectRef<'_> {
                 f.free_site = (*self.rec).free_site;
                 return Err(f);
             }
-            self.check_red_zone()?;
+            // A red zone found at free: the free being made is the one to name.
+            self.check_red_zone().map_err(|mut f| {
+                f.free_site = site;
+                f
+            })?;
             self.obj.write_bytes(POISON_FREE, self.stride);
             (*self.rec).state = STATE_FREE;
             (*self.rec).free_site = site;

@@ -63,10 +63,10 @@ fn red_zone_overflow_is_found_at_free_and_by_validate() {
     assert_eq!(seen[0].kind, FindingKind::RedZone);
     assert_eq!(seen[0].offset, 100);
     // SAFETY: live object freed once.
-    let f = found(unsafe { k.kfree(p) }.unwrap_err());
+    let f = found(unsafe { k.kfree_at(p, 0x2000) }.unwrap_err());
     assert_eq!(
-        (f.kind, f.offset, f.alloc_site),
-        (FindingKind::RedZone, 100, 0x1000)
+        (f.kind, f.offset, f.alloc_site, f.free_site),
+        (FindingKind::RedZone, 100, 0x1000, 0x2000)
     );
 }
 
