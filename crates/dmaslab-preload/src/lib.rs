@@ -28,6 +28,8 @@ use core::ffi::c_void;
 use core::ptr;
 use dmaslab_heap::heap;
 
+mod trace;
+
 /// glibc's `MALLOC_ALIGNMENT` on 64-bit targets.
 const MALLOC_ALIGNMENT: usize = 16;
 
@@ -156,7 +158,9 @@ with_site! {
 /// # Safety
 /// None beyond C's.
 unsafe extern "C" fn malloc_at(size: usize, site: usize) -> *mut c_void {
-    enomem_if_null(heap().malloc_at(size, site))
+    let p = enomem_if_null(heap().malloc_at(size, site));
+    trace::record(trace::MALLOC, size, 0, p);
+    p
 }
 
 /// # Safety
@@ -165,6 +169,7 @@ unsafe extern "C" fn free_at(p: *mut c_void, site: usize) {
     if p.is_null() {
         return;
     }
+    trace::record(trace::FREE, 0, p as usize, ptr::null_mut());
     // SAFETY: the C contract of free.
     unsafe { heap().free_at(p.cast(), site) }
 }
@@ -183,12 +188,22 @@ unsafe extern "C" fn calloc_at(n: usize, size: usize, site: usize) -> *mut c_voi
         // SAFETY: a fresh block of at least `bytes` bytes.
         unsafe { p.write_bytes(0, bytes) };
     }
+    trace::record(trace::CALLOC, size, n, p.cast());
     p.cast()
 }
 
 /// # Safety
 /// `p` is null or a live allocation of this library.
 unsafe extern "C" fn realloc_at(p: *mut c_void, size: usize, site: usize) -> *mut c_void {
+    // SAFETY: forwarded from the caller.
+    let r = unsafe { realloc_untraced(p, size, site) };
+    trace::record(trace::REALLOC, size, p as usize, r);
+    r
+}
+
+/// # Safety
+/// As for [`realloc`].
+unsafe fn realloc_untraced(p: *mut c_void, size: usize, site: usize) -> *mut c_void {
     let h = heap();
     if p.is_null() {
         return enomem_if_null(h.malloc_at(size, site));
@@ -221,10 +236,13 @@ unsafe extern "C" fn reallocarray_at(
 }
 
 fn aligned(align: usize, size: usize, site: usize) -> *mut c_void {
-    if align <= MALLOC_ALIGNMENT && size >= align {
-        return enomem_if_null(heap().malloc_at(size, site));
-    }
-    enomem_if_null(heap().malloc_aligned_at(size, align, site))
+    let p = if align <= MALLOC_ALIGNMENT && size >= align {
+        enomem_if_null(heap().malloc_at(size, site))
+    } else {
+        enomem_if_null(heap().malloc_aligned_at(size, align, site))
+    };
+    trace::record(trace::MEMALIGN, size, align, p);
+    p
 }
 
 /// # Safety
@@ -306,6 +324,7 @@ extern "C" fn atfork_parent() {
 }
 
 extern "C" fn atfork_child() {
+    trace::child_after_fork();
     // SAFETY: runs once after `atfork_prepare` in the child's only thread.
     unsafe { heap().postfork() };
 }
@@ -314,6 +333,7 @@ extern "C" fn atfork_child() {
 /// handlers. Runs outside any `malloc`, so `pthread_atfork` may allocate.
 extern "C" fn on_load() {
     let _ = heap();
+    trace::init();
     // SAFETY: the handlers are `extern "C"` functions that live as long as the process (this
     // library is never unloaded while preloaded).
     unsafe {
@@ -329,6 +349,7 @@ extern "C" fn on_load() {
 /// first walks every slab and aborts if a free object was written or a red zone overwritten
 /// (misuse no later allocation happened to catch).
 extern "C" fn on_unload() {
+    trace::flush();
     if let Some(h) = dmaslab_heap::try_heap() {
         h.dump_stats();
         if h.debug() && h.validate() > 0 {
