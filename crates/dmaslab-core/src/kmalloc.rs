@@ -143,6 +143,11 @@ pub struct Kmalloc<P: PageSource> {
     caches: [SpinLock<KmemCache>; MAX_CACHES],
     /// Object stride of each live cache (0: none), readable without the cache's lock.
     strides: [AtomicU32; MAX_CACHES],
+    /// Per cache, the inverse modulo 2^usize::BITS of the stride's odd part and
+    /// `usize::MAX / stride`: `cache_of` tests `off % stride == 0` without a division (see
+    /// [`divides`]). Written with `strides`, before any object of the cache exists.
+    stride_inv: [AtomicUsize; MAX_CACHES],
+    stride_lim: [AtomicUsize; MAX_CACHES],
     kmalloc_caches: [u16; NR_KMALLOC_CLASSES],
     dma_caches: [u16; NR_KMALLOC_CLASSES],
     create_lock: SpinLock<()>,
@@ -162,7 +167,37 @@ fn class_label(size: usize, out: &mut CacheName, prefix: &str) {
     };
 }
 
+/// `off % d == 0` for `d = m << k` (`m` odd), given `inv = m^-1 mod 2^usize::BITS` and
+/// `lim = usize::MAX / d`: `off * inv` rotated right by `k` is `off / d` when `d` divides `off`
+/// and exceeds `lim` otherwise (Granlund and Montgomery; what compilers emit for a constant `d`).
+#[inline(always)]
+fn divides(off: usize, k: u32, inv: usize, lim: usize) -> bool {
+    off.wrapping_mul(inv).rotate_right(k) <= lim
+}
+
+/// The inverse of odd `m` modulo 2^usize::BITS (Newton's iteration doubles the correct bits;
+/// `m` itself is right to 3 bits).
+const fn odd_inverse(m: usize) -> usize {
+    let mut x = m;
+    let mut i = 0;
+    while i < 5 {
+        x = x.wrapping_mul(2usize.wrapping_sub(m.wrapping_mul(x)));
+        i += 1;
+    }
+    x
+}
+
 impl<P: PageSource> Kmalloc<P> {
+    /// Publishes cache `i`'s stride and its division-free remainder test.
+    fn set_stride(&self, i: usize, stride: usize) {
+        if stride != 0 {
+            let m = stride >> stride.trailing_zeros();
+            self.stride_inv[i].store(odd_inverse(m), Ordering::Relaxed);
+            self.stride_lim[i].store(usize::MAX / stride, Ordering::Relaxed);
+        }
+        self.strides[i].store(stride as u32, Ordering::Relaxed);
+    }
+
     /// An allocator over `source` with `config`.
     pub fn new(source: P, config: Config) -> Result<Self, ConfigError> {
         if !DMA_MINALIGNS.contains(&config.dma_minalign) {
@@ -197,6 +232,8 @@ impl<P: PageSource> Kmalloc<P> {
             map: SegmentMap::new(seg_shift),
             caches: [const { SpinLock::new(KmemCache::UNUSED) }; MAX_CACHES],
             strides: [const { AtomicU32::new(0) }; MAX_CACHES],
+            stride_inv: [const { AtomicUsize::new(0) }; MAX_CACHES],
+            stride_lim: [const { AtomicUsize::new(0) }; MAX_CACHES],
             kmalloc_caches: [NO_CACHE; NR_KMALLOC_CLASSES],
             dma_caches: [NO_CACHE; NR_KMALLOC_CLASSES],
             create_lock: SpinLock::new(()),
@@ -256,7 +293,7 @@ impl<P: PageSource> Kmalloc<P> {
             self.config.debug.then_some(0),
         );
         let stride = self.caches[id as usize].get_mut().size;
-        self.strides[id as usize].store(stride as u32, Ordering::Relaxed);
+        self.set_stride(id as usize, stride);
     }
 
     /// The configuration.
@@ -700,7 +737,9 @@ impl<P: PageSource> Kmalloc<P> {
                     self.config.empty_slabs_kept,
                     self.config.debug.then_some(core::mem::size_of::<usize>()),
                 );
-                self.strides[i].store(c.size as u32, Ordering::Relaxed);
+                let size = c.size;
+                drop(c);
+                self.set_stride(i, size);
                 return Ok(CacheId(i as u16));
             }
         }
@@ -840,9 +879,17 @@ impl<P: PageSource> Kmalloc<P> {
     pub fn cache_of(&self, ptr: *const u8) -> Option<CacheId> {
         match self.locate(ptr as usize) {
             Loc::Slab { cache, base, .. } => {
-                let stride = self.strides.get(cache as usize)?.load(Ordering::Relaxed) as usize;
+                let i = cache as usize;
+                let stride = self.strides.get(i)?.load(Ordering::Relaxed) as usize;
                 let off = (ptr as usize).wrapping_sub(base);
-                (stride != 0 && off.is_multiple_of(stride)).then_some(CacheId(cache))
+                let ok = stride != 0
+                    && divides(
+                        off,
+                        stride.trailing_zeros(),
+                        self.stride_inv[i].load(Ordering::Relaxed),
+                        self.stride_lim[i].load(Ordering::Relaxed),
+                    );
+                ok.then_some(CacheId(cache))
             }
             _ => None,
         }
@@ -1099,4 +1146,28 @@ unsafe fn is_large_object(d: *const PageDesc) -> bool {
 #[cold]
 fn corrupted(e: FreeError) -> ! {
     panic!("dmaslab: {e}")
+}
+
+#[cfg(test)]
+mod divides_tests {
+    use super::{divides, odd_inverse};
+
+    #[test]
+    fn division_free_remainder_matches_modulo() {
+        for d in (8..=9000usize)
+            .step_by(8)
+            .chain([24, 40, 96, 192, 4104, 8200])
+        {
+            let m = d >> d.trailing_zeros();
+            let (inv, lim) = (odd_inverse(m), usize::MAX / d);
+            assert_eq!(m.wrapping_mul(inv), 1);
+            for off in (0..4 * d).chain([1 << 21, (1 << 21) - 8, usize::MAX - 7]) {
+                assert_eq!(
+                    divides(off, d.trailing_zeros(), inv, lim),
+                    off % d == 0,
+                    "{off} % {d}"
+                );
+            }
+        }
+    }
 }
