@@ -83,8 +83,51 @@ thread_local! {
     static TCACHE: UnsafeCell<ThreadCache> = const { UnsafeCell::new(ThreadCache::NEW) };
 }
 
+/// `TCACHE`'s offset from the thread pointer when this module's thread-locals sit in glibc's
+/// static TLS block (a preloaded or linked library, or the executable): the same for every
+/// thread, so the fast path adds it to `fs:0` instead of calling `__tls_get_addr` (stable Rust
+/// has no initial-exec TLS model for a cdylib). 0: unknown, use `TCACHE.with`. Measured once
+/// by the thread that builds the heap ([`learn_tls_offset`]).
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+static TLS_OFFSET: core::sync::atomic::AtomicIsize = core::sync::atomic::AtomicIsize::new(0);
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+#[inline(always)]
+fn thread_pointer() -> usize {
+    let tp: usize;
+    // SAFETY: on x86-64 Linux `fs:0` holds the thread control block's own address (the TLS ABI).
+    unsafe {
+        core::arch::asm!("mov {}, qword ptr fs:[0]", out(reg) tp,
+            options(nostack, readonly, preserves_flags, pure));
+    }
+    tp
+}
+
+/// Records `TLS_OFFSET` if `TCACHE` lies in the static TLS block: variant II puts that block
+/// just below the thread pointer, so the offset is negative and small. A dynamically
+/// allocated block (a `dlopen` without static TLS room) is anywhere else and is left to
+/// `__tls_get_addr`.
+fn learn_tls_offset() {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    {
+        let off = (TCACHE.with(|c| c.get()) as usize).wrapping_sub(thread_pointer()) as isize;
+        if off < 0 && off > -(1 << 16) {
+            TLS_OFFSET.store(off, Ordering::Relaxed);
+        }
+    }
+}
+
 #[inline(always)]
 fn tcache() -> *mut ThreadCache {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    {
+        let off = TLS_OFFSET.load(Ordering::Relaxed);
+        if off != 0 {
+            return core::ptr::with_exposed_provenance_mut(
+                thread_pointer().wrapping_add_signed(off),
+            );
+        }
+    }
     TCACHE.with(|c| c.get())
 }
 
@@ -859,6 +902,7 @@ fn init_heap() -> &'static Heap {
         match STATE.compare_exchange(UNINIT, BUSY, Ordering::Acquire, Ordering::Acquire) {
             Ok(_) => {
                 let h = Heap::new(Settings::from_env());
+                learn_tls_offset();
                 // SAFETY: we won the race; nobody reads the slot before `READY`.
                 unsafe { (*HEAP.0.get()).write(h) };
                 STATE.store(READY, Ordering::Release);
