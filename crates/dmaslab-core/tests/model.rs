@@ -207,14 +207,14 @@ fn check_stats<P: PageSource>(k: &Kmalloc<P>, live: &[Live]) {
 
 fn cases() -> ProptestConfig {
     ProptestConfig {
-        cases: if cfg!(miri) { 2 } else { 256 },
+        cases: if cfg!(miri) { 1 } else { 256 },
         failure_persistence: None,
         ..ProptestConfig::default()
     }
 }
 
 fn ops() -> impl Strategy<Value = Vec<Op>> {
-    prop::collection::vec(op_strategy(), 1..if cfg!(miri) { 40 } else { 400 })
+    prop::collection::vec(op_strategy(), 1..if cfg!(miri) { 16 } else { 400 })
 }
 
 proptest! {
