@@ -1,6 +1,7 @@
 //! kmalloc: size-class caches, large page runs and the policies, on top of `kmem_cache`.
 
 use crate::debug::Finding;
+use crate::divisor::Divisor;
 use crate::kmem_cache::{Ctor, FreeError, KmemCache, META_CACHE};
 use crate::page_layer::PageLayer;
 use crate::page_source::PageSource;
@@ -145,7 +146,7 @@ pub struct Kmalloc<P: PageSource> {
     strides: [AtomicU32; MAX_CACHES],
     /// Per cache, the inverse modulo 2^usize::BITS of the stride's odd part and
     /// `usize::MAX / stride`: `cache_of` tests `off % stride == 0` without a division (see
-    /// [`divides`]). Written with `strides`, before any object of the cache exists.
+    /// [`Divisor`]). Written with `strides`, before any object of the cache exists.
     stride_inv: [AtomicUsize; MAX_CACHES],
     stride_lim: [AtomicUsize; MAX_CACHES],
     kmalloc_caches: [u16; NR_KMALLOC_CLASSES],
@@ -167,33 +168,13 @@ fn class_label(size: usize, out: &mut CacheName, prefix: &str) {
     };
 }
 
-/// `off % d == 0` for `d = m << k` (`m` odd), given `inv = m^-1 mod 2^usize::BITS` and
-/// `lim = usize::MAX / d`: `off * inv` rotated right by `k` is `off / d` when `d` divides `off`
-/// and exceeds `lim` otherwise (Granlund and Montgomery; what compilers emit for a constant `d`).
-#[inline(always)]
-fn divides(off: usize, k: u32, inv: usize, lim: usize) -> bool {
-    off.wrapping_mul(inv).rotate_right(k) <= lim
-}
-
-/// The inverse of odd `m` modulo 2^usize::BITS (Newton's iteration doubles the correct bits;
-/// `m` itself is right to 3 bits).
-const fn odd_inverse(m: usize) -> usize {
-    let mut x = m;
-    let mut i = 0;
-    while i < 5 {
-        x = x.wrapping_mul(2usize.wrapping_sub(m.wrapping_mul(x)));
-        i += 1;
-    }
-    x
-}
-
 impl<P: PageSource> Kmalloc<P> {
     /// Publishes cache `i`'s stride and its division-free remainder test.
     fn set_stride(&self, i: usize, stride: usize) {
         if stride != 0 {
-            let m = stride >> stride.trailing_zeros();
-            self.stride_inv[i].store(odd_inverse(m), Ordering::Relaxed);
-            self.stride_lim[i].store(usize::MAX / stride, Ordering::Relaxed);
+            let d = Divisor::new(stride);
+            self.stride_inv[i].store(d.inv, Ordering::Relaxed);
+            self.stride_lim[i].store(d.lim, Ordering::Relaxed);
         }
         self.strides[i].store(stride as u32, Ordering::Relaxed);
     }
@@ -883,12 +864,12 @@ impl<P: PageSource> Kmalloc<P> {
                 let stride = self.strides.get(i)?.load(Ordering::Relaxed) as usize;
                 let off = (ptr as usize).wrapping_sub(base);
                 let ok = stride != 0
-                    && divides(
-                        off,
-                        stride.trailing_zeros(),
-                        self.stride_inv[i].load(Ordering::Relaxed),
-                        self.stride_lim[i].load(Ordering::Relaxed),
-                    );
+                    && Divisor {
+                        shift: stride.trailing_zeros(),
+                        inv: self.stride_inv[i].load(Ordering::Relaxed),
+                        lim: self.stride_lim[i].load(Ordering::Relaxed),
+                    }
+                    .divides(off);
                 ok.then_some(CacheId(cache))
             }
             _ => None,
@@ -1146,28 +1127,4 @@ unsafe fn is_large_object(d: *const PageDesc) -> bool {
 #[cold]
 fn corrupted(e: FreeError) -> ! {
     panic!("dmaslab: {e}")
-}
-
-#[cfg(test)]
-mod divides_tests {
-    use super::{divides, odd_inverse};
-
-    #[test]
-    fn division_free_remainder_matches_modulo() {
-        for d in (8..=9000usize)
-            .step_by(8)
-            .chain([24, 40, 96, 192, 4104, 8200])
-        {
-            let m = d >> d.trailing_zeros();
-            let (inv, lim) = (odd_inverse(m), usize::MAX / d);
-            assert_eq!(m.wrapping_mul(inv), 1);
-            for off in (0..4 * d).chain([1 << 21, (1 << 21) - 8, usize::MAX - 7]) {
-                assert_eq!(
-                    divides(off, d.trailing_zeros(), inv, lim),
-                    off % d == 0,
-                    "{off} % {d}"
-                );
-            }
-        }
-    }
 }

@@ -3,6 +3,7 @@
 
 use crate::buddy::BuddyLink;
 use crate::debug::{side_table_bytes, DebugRecord, Finding, FindingKind, ObjectRef};
+use crate::divisor::Divisor;
 use crate::geometry::slab_order;
 use crate::page_layer::PageLayer;
 use crate::page_source::PageSource;
@@ -131,6 +132,8 @@ pub struct KmemCache {
     pub(crate) page_shift: u32,
     pub(crate) seg_shift: u32,
     pub(crate) secret: usize,
+    /// Division-free remainder by `size`.
+    pub(crate) div: Divisor,
     pub(crate) ctor: Option<Ctor>,
     pub(crate) keep_empty: usize,
     /// Debug mode: red zones, poison, records (see `debug.rs`).
@@ -158,6 +161,7 @@ impl KmemCache {
         page_shift: 12,
         seg_shift: 21,
         secret: 0,
+        div: Divisor::new(8),
         ctor: None,
         keep_empty: 1,
         debug: false,
@@ -198,6 +202,7 @@ impl KmemCache {
             page_shift,
             seg_shift,
             secret: secret ^ (id as usize).wrapping_mul(0x9E37_79B9),
+            div: Divisor::new(stride),
             ctor,
             keep_empty,
             debug: debug.is_some(),
@@ -210,6 +215,7 @@ impl KmemCache {
             size: self.size,
             objects: self.objects,
             secret: self.secret,
+            div: self.div,
         }
     }
 

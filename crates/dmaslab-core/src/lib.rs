@@ -34,6 +34,7 @@ extern crate std;
 mod arena;
 mod buddy;
 mod debug;
+mod divisor;
 pub mod geometry;
 mod kmalloc;
 mod kmem_cache;

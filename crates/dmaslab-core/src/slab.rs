@@ -5,6 +5,7 @@
 //! allocator to an address of the attacker's choice: a decoded link that is not the offset of an
 //! object of this slab is detected as corruption.
 
+use crate::divisor::Divisor;
 use crate::segment::PageDesc;
 
 /// What the free list of one slab looks like to the code walking it.
@@ -13,6 +14,8 @@ pub(crate) struct SlabGeom {
     pub(crate) size: usize,
     pub(crate) objects: usize,
     pub(crate) secret: usize,
+    /// `x % size == 0` without a division.
+    pub(crate) div: Divisor,
 }
 
 /// A free-list link that does not decode to an object of its slab.
@@ -30,7 +33,7 @@ impl SlabGeom {
     #[inline]
     fn decode(&self, slot: *mut u8, word: usize) -> Result<u32, Corrupt> {
         let v = word ^ self.secret ^ slot as usize;
-        if v == 0 || (v - 1 < self.objects * self.size && (v - 1).is_multiple_of(self.size)) {
+        if v == 0 || (v - 1 < self.objects * self.size && self.div.divides(v - 1)) {
             Ok(v as u32)
         } else {
             Err(Corrupt { at: slot as usize })
@@ -135,6 +138,6 @@ impl SlabGeom {
     /// Is `off` the start of an object of this slab?
     #[inline]
     pub(crate) fn is_object_start(&self, off: usize) -> bool {
-        off < self.objects * self.size && off.is_multiple_of(self.size)
+        off < self.objects * self.size && self.div.divides(off)
     }
 }

@@ -499,12 +499,11 @@ impl Heap {
     /// `m` is a magazine of cache `x` owned by the caller.
     unsafe fn drain_and_free(&self, x: usize, m: *mut Magazine) {
         let id = self.id(x);
-        // SAFETY: we own `m` and its objects.
+        // SAFETY: we own `m` and its objects; one cache lock for the whole magazine.
         unsafe {
-            for i in 0..(*m).count as usize {
-                if let Err(e) = self.core.kmem_cache_free(id, (*m).objs[i]) {
-                    bad_free(e);
-                }
+            let objs = &(&(*m).objs)[..(*m).count as usize];
+            if let Err((_, e)) = self.core.kmem_cache_free_bulk(id, objs) {
+                bad_free(e);
             }
             (*m).count = 0;
             if let Err(e) = self.core.kfree(m.cast()) {
