@@ -1,8 +1,8 @@
 //! Debug mode (`Config::debug`), after Linux's `slab_debug=FZPU`, without breaking alignment.
 //!
-//! Objects do not move: each slab gets a side table (a page run marked as allocator metadata)
-//! with one [`DebugRecord`] per object, so object starts stay at `base + i * size` and natural
-//! alignment holds exactly as in normal mode.
+//! Objects do not move: a debug slab ends with one 8-byte [`DebugRecord`] per object, after the
+//! objects, so object starts stay at `base + i * size` and natural alignment holds exactly as in
+//! normal mode (the slab holds fewer objects instead).
 //! - **Red zone**: the bytes between the size asked for and the end of the slot are filled with
 //!   [`RED_ZONE`] at allocation and checked at free and by `validate`. A request that would fill
 //!   its slot exactly is served from the next class with the same natural alignment (kmalloc(512)
@@ -12,7 +12,8 @@
 //!   object and the offset of the first changed byte.
 //! - **Full double-free check**: the record says whether the object is allocated.
 //! - **Call sites**: the record keeps the allocation and free sites callers pass (a return
-//!   address; 0 when unknown).
+//!   address; 0 when unknown) as 16-bit handles into a [`SiteTable`] (the role of Linux's stack
+//!   depot), so a record stays 8 bytes.
 
 use crate::stats::CacheName;
 use core::fmt;
@@ -22,17 +23,21 @@ pub const RED_ZONE: u8 = 0xbb;
 /// Fill of a free object.
 pub const POISON_FREE: u8 = 0x6b;
 
-const STATE_FREE: u32 = 0x6b6b_0000;
-const STATE_ALLOCATED: u32 = 0xa110_c8ed;
+const STATE_FREE: u16 = 0x6b6b;
+const STATE_ALLOCATED: u16 = 0xa11c;
 
-/// What debug mode knows about one object.
+/// Bytes of one record.
+pub(crate) const RECORD_BYTES: usize = core::mem::size_of::<DebugRecord>();
+
+/// What debug mode knows about one object. Sites are [`SiteTable`] handles.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct DebugRecord {
-    pub(crate) requested: u32,
-    pub(crate) state: u32,
-    pub(crate) alloc_site: usize,
-    pub(crate) free_site: usize,
+    /// The size asked for, saturated at `u16::MAX` (no red-zone check above that).
+    pub(crate) requested: u16,
+    pub(crate) state: u16,
+    pub(crate) alloc_site: u16,
+    pub(crate) free_site: u16,
 }
 
 impl DebugRecord {
@@ -42,6 +47,75 @@ impl DebugRecord {
         alloc_site: 0,
         free_site: 0,
     };
+}
+
+/// Distinct call sites, by 16-bit handle (0: unknown), in a page run of metadata.
+///
+/// # Invariants
+/// `slots` is null (`cap == 0`) or points to `cap` words; slot 0 is unused; a non-zero slot holds
+/// the site whose handle is its index. Only the holder of the allocator's site lock touches it.
+pub(crate) struct SiteTable {
+    slots: *mut usize,
+    cap: usize,
+}
+
+// SAFETY: the table points into pages the allocator owns; it moves with the allocator.
+unsafe impl Send for SiteTable {}
+
+impl SiteTable {
+    pub(crate) const EMPTY: SiteTable = SiteTable {
+        slots: core::ptr::null_mut(),
+        cap: 0,
+    };
+
+    /// Adopts `bytes` of zeroed-or-not memory at `slots` as the table.
+    ///
+    /// # Safety
+    /// `slots` points to `bytes` writable bytes, aligned for `usize`, owned by the allocator for
+    /// as long as the table is used.
+    pub(crate) unsafe fn adopt(&mut self, slots: *mut usize, bytes: usize) {
+        let cap = (bytes / core::mem::size_of::<usize>()).min(1 << 16);
+        for i in 0..cap {
+            // SAFETY: inside the run (caller).
+            unsafe { slots.add(i).write(0) };
+        }
+        *self = SiteTable { slots, cap };
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.cap == 0
+    }
+
+    /// The handle of `site`, adding it if new; 0 when `site` is 0 or the table is full.
+    pub(crate) fn intern(&mut self, site: usize) -> u16 {
+        if site == 0 || self.cap < 2 {
+            return 0;
+        }
+        let mut i =
+            (site.wrapping_mul(0x9E37_79B9_7F4A_7C15_u64 as usize) >> 7) % (self.cap - 1) + 1;
+        for _ in 1..self.cap {
+            // SAFETY: `1 <= i < cap` (type invariant).
+            let slot = unsafe { &mut *self.slots.add(i) };
+            if *slot == site {
+                return i as u16;
+            }
+            if *slot == 0 {
+                *slot = site;
+                return i as u16;
+            }
+            i = if i + 1 == self.cap { 1 } else { i + 1 };
+        }
+        0
+    }
+
+    /// The site of handle `h` (0 for 0 or unknown).
+    pub(crate) fn resolve(&self, h: usize) -> usize {
+        if h == 0 || h >= self.cap {
+            return 0;
+        }
+        // SAFETY: `h < cap` (type invariant).
+        unsafe { *self.slots.add(h) }
+    }
 }
 
 /// What was found.
@@ -76,6 +150,15 @@ pub struct Finding {
     pub alloc_site: usize,
     /// Where it was last freed (0: unknown).
     pub free_site: usize,
+}
+
+impl Finding {
+    /// The same finding with site handles turned into addresses.
+    pub(crate) fn resolved(mut self, sites: &SiteTable) -> Finding {
+        self.alloc_site = sites.resolve(self.alloc_site);
+        self.free_site = sites.resolve(self.free_site);
+        self
+    }
 }
 
 impl fmt::Display for Finding {
@@ -113,8 +196,8 @@ impl ObjectRef<'_> {
             cache: *self.cache,
             object: self.obj as usize,
             offset: addr.wrapping_sub(self.obj as usize),
-            alloc_site: r.alloc_site,
-            free_site: r.free_site,
+            alloc_site: r.alloc_site as usize,
+            free_site: r.free_site as usize,
         }
     }
 
@@ -152,7 +235,7 @@ impl ObjectRef<'_> {
     ///
     /// # Safety
     /// The object was just taken off its free list; object and record are the caller's.
-    pub(crate) unsafe fn on_alloc(&self, requested: usize, site: usize) -> Result<(), Finding> {
+    pub(crate) unsafe fn on_alloc(&self, requested: usize, site: u16) -> Result<(), Finding> {
         let link = core::mem::size_of::<usize>();
         // SAFETY: as the caller promises.
         unsafe {
@@ -162,7 +245,7 @@ impl ObjectRef<'_> {
             self.obj
                 .add(requested)
                 .write_bytes(RED_ZONE, self.stride - requested);
-            (*self.rec).requested = requested as u32;
+            (*self.rec).requested = requested.min(u16::MAX as usize) as u16;
             (*self.rec).state = STATE_ALLOCATED;
             (*self.rec).alloc_site = site;
         }
@@ -173,17 +256,17 @@ impl ObjectRef<'_> {
     ///
     /// # Safety
     /// The object lies in a slab; object and record are the caller's (cache lock held).
-    pub(crate) unsafe fn on_free(&self, site: usize) -> Result<(), Finding> {
+    pub(crate) unsafe fn on_free(&self, site: u16) -> Result<(), Finding> {
         // SAFETY: as the caller promises.
         unsafe {
             if (*self.rec).state != STATE_ALLOCATED {
                 let mut f = self.finding(FindingKind::DoubleFree, self.obj as usize);
-                f.free_site = (*self.rec).free_site;
+                f.free_site = (*self.rec).free_site as usize;
                 return Err(f);
             }
             // A red zone found at free: the free being made is the one to name.
             self.check_red_zone().map_err(|mut f| {
-                f.free_site = site;
+                f.free_site = site as usize;
                 f
             })?;
             self.obj.write_bytes(POISON_FREE, self.stride);
@@ -201,6 +284,9 @@ impl ObjectRef<'_> {
         // SAFETY: as the caller promises.
         unsafe {
             let req = (*self.rec).requested as usize;
+            if req == u16::MAX as usize {
+                return Ok(());
+            }
             match self.first_not(req, self.stride, RED_ZONE) {
                 Some(bad) => Err(self.finding(FindingKind::RedZone, bad)),
                 None => Ok(()),
@@ -226,9 +312,4 @@ impl ObjectRef<'_> {
             }
         }
     }
-}
-
-/// Bytes of side table for `objects` records.
-pub(crate) fn side_table_bytes(objects: usize) -> usize {
-    objects * core::mem::size_of::<DebugRecord>()
 }

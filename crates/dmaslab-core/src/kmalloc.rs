@@ -1,6 +1,6 @@
 //! kmalloc: size-class caches, large page runs and the policies, on top of `kmem_cache`.
 
-use crate::debug::Finding;
+use crate::debug::{Finding, SiteTable};
 use crate::divisor::Divisor;
 use crate::kmem_cache::{Ctor, FreeError, KmemCache, META_CACHE};
 use crate::page_layer::PageLayer;
@@ -152,6 +152,8 @@ pub struct Kmalloc<P: PageSource> {
     kmalloc_caches: [u16; NR_KMALLOC_CLASSES],
     dma_caches: [u16; NR_KMALLOC_CLASSES],
     create_lock: SpinLock<()>,
+    /// Debug mode's call sites (lock order: after a cache's, before the page layer's).
+    sites: SpinLock<SiteTable>,
     bytes_requested: AtomicUsize,
     bytes_handed_out: AtomicUsize,
     bytes_in_use: AtomicUsize,
@@ -218,6 +220,7 @@ impl<P: PageSource> Kmalloc<P> {
             kmalloc_caches: [NO_CACHE; NR_KMALLOC_CLASSES],
             dma_caches: [NO_CACHE; NR_KMALLOC_CLASSES],
             create_lock: SpinLock::new(()),
+            sites: SpinLock::new(SiteTable::EMPTY),
             bytes_requested: AtomicUsize::new(0),
             bytes_handed_out: AtomicUsize::new(0),
             bytes_in_use: AtomicUsize::new(0),
@@ -368,11 +371,15 @@ impl<P: PageSource> Kmalloc<P> {
         }
         let (p, got) = match self.cache_for(size, align, gfp) {
             Some(id) => {
+                let handle = self.site_handle(site);
                 let mut c = self.caches[id as usize].lock();
-                let Some(p) = c.alloc(&self.pages, &self.map, size, site)? else {
+                let res = c.alloc(&self.pages, &self.map, size, handle);
+                let got = c.size;
+                drop(c);
+                let Some(p) = res.map_err(|e| self.resolve(e))? else {
                     return Ok(None);
                 };
-                (p, c.size)
+                (p, got)
             }
             None => match self.alloc_large(size.max(align), align) {
                 Some(x) => x,
@@ -503,6 +510,7 @@ impl<P: PageSource> Kmalloc<P> {
                 if expect.is_some_and(|e| e != cache) {
                     return Err(FreeError::WrongCache(addr));
                 }
+                let handle = self.site_handle(site);
                 let mut c = self.caches[cache as usize].lock();
                 // SAFETY: `kind` and `cache` of a slab head are stable under its cache's lock.
                 let still = unsafe {
@@ -514,8 +522,9 @@ impl<P: PageSource> Kmalloc<P> {
                 }
                 let size = c.size;
                 // SAFETY: `head` is a slab of this cache (checked under its lock) holding `ptr`.
-                unsafe { c.free(head, ptr, &self.pages, &self.map, site)? };
+                let res = unsafe { c.free(head, ptr, &self.pages, &self.map, handle) };
                 drop(c);
+                res.map_err(|e| self.resolve(e))?;
                 self.account_free(size);
                 Ok(())
             }
@@ -942,6 +951,12 @@ impl<P: PageSource> Kmalloc<P> {
                     let base = c.slab_base(head) as usize;
                     let off = addr - base;
                     if off >= c.objects * c.size {
+                        // Debug slabs end with their objects' records.
+                        let recs = c.objects * crate::debug::RECORD_BYTES;
+                        if c.debug && off >= c.records_off && off < c.records_off + recs {
+                            let start = base + c.records_off;
+                            return Owner::Metadata { start, size: recs };
+                        }
                         return Owner::Unused;
                     }
                     let start = base + off / c.size * c.size;
@@ -999,12 +1014,45 @@ impl<P: PageSource> Kmalloc<P> {
             .map(|slot| {
                 let c = slot.lock();
                 if c.live {
-                    c.validate(&mut found)
+                    // Lock order: cache, then sites.
+                    c.validate(&mut |f| found(&f.resolved(&self.sites.lock())))
                 } else {
                     0
                 }
             })
             .sum()
+    }
+
+    /// Debug mode: the handle of call site `site` (0 outside debug mode or when unknown).
+    /// Taken before any cache lock; the site table's run comes from the page layer on first use.
+    fn site_handle(&self, site: usize) -> u16 {
+        if !self.config.debug || site == 0 {
+            return 0;
+        }
+        let mut t = self.sites.lock();
+        if t.is_empty() {
+            let order = self.max_run_order.min(5);
+            let run = self
+                .pages
+                .lock()
+                .alloc_run(&self.map, order, PageKind::Large, META_CACHE);
+            if let Some((seg, i)) = run {
+                // SAFETY: the run was just taken for the table and lies in `seg`.
+                unsafe {
+                    let p = SegmentHeader::page_ptr(seg, i, self.page_shift);
+                    t.adopt(p.cast(), self.page_size() << order);
+                }
+            }
+        }
+        t.intern(site)
+    }
+
+    /// A debug finding with its site handles turned into addresses.
+    fn resolve(&self, e: FreeError) -> FreeError {
+        match e {
+            FreeError::Found(f) => FreeError::Found(f.resolved(&self.sites.lock())),
+            other => other,
+        }
     }
 
     /// Calls `f` with the slabinfo row of every live cache, kmalloc caches first.
@@ -1074,6 +1122,7 @@ impl<P: PageSource> Kmalloc<P> {
                 c.force_unlock();
             }
             self.pages.force_unlock();
+            self.sites.force_unlock();
             self.create_lock.force_unlock();
         }
     }
@@ -1086,6 +1135,7 @@ impl<P: PageSource> Kmalloc<P> {
         for c in &self.caches {
             core::mem::forget(c.lock());
         }
+        core::mem::forget(self.sites.lock());
         core::mem::forget(self.pages.lock());
     }
 }
@@ -1111,7 +1161,7 @@ impl<P: PageSource> Drop for Kmalloc<P> {
     }
 }
 
-/// Does descriptor `d` head a large kmalloc run (not a debug side table)?
+/// Does descriptor `d` head a large kmalloc run (not the debug call-site table)?
 ///
 /// # Safety
 /// `d` is a live descriptor; the caller holds the page-layer lock.

@@ -2,7 +2,7 @@
 //! part, which the hosted heap adds as magazines).
 
 use crate::buddy::BuddyLink;
-use crate::debug::{side_table_bytes, DebugRecord, Finding, FindingKind, ObjectRef};
+use crate::debug::{DebugRecord, Finding, FindingKind, ObjectRef, RECORD_BYTES};
 use crate::divisor::Divisor;
 use crate::geometry::slab_order;
 use crate::page_layer::PageLayer;
@@ -14,7 +14,7 @@ use crate::spin::SpinLock;
 use crate::stats::{CacheName, SlabInfo};
 use core::ptr::{self, NonNull};
 
-/// The cache id marking a page run as a debug side table (allocator metadata).
+/// The cache id marking a page run as debug metadata (the call-site table).
 pub(crate) const META_CACHE: u16 = u16::MAX - 1;
 
 /// A constructor run on every object the cache hands out.
@@ -138,6 +138,8 @@ pub struct KmemCache {
     pub(crate) keep_empty: usize,
     /// Debug mode: red zones, poison, records (see `debug.rs`).
     pub(crate) debug: bool,
+    /// Debug mode: offset of the record array from the slab base, after the objects.
+    pub(crate) records_off: usize,
     partial: SlabList,
     full: SlabList,
     empty: SlabList,
@@ -165,6 +167,7 @@ impl KmemCache {
         ctor: None,
         keep_empty: 1,
         debug: false,
+        records_off: 0,
         partial: SlabList::EMPTY,
         full: SlabList::EMPTY,
         empty: SlabList::EMPTY,
@@ -191,6 +194,18 @@ impl KmemCache {
         let align = align.max(core::mem::size_of::<usize>());
         let stride = (size + debug.unwrap_or(0)).max(1).next_multiple_of(align);
         let order = slab_order(stride, 1 << page_shift);
+        let slab = 1usize << (order + page_shift);
+        let (mut objects, mut records_off) = (slab / stride, 0);
+        if debug.is_some() {
+            // Fewer objects, each with an 8-byte record at the end of the slab.
+            objects = slab / (stride + RECORD_BYTES);
+            while objects > 1
+                && (objects * stride).next_multiple_of(RECORD_BYTES) + objects * RECORD_BYTES > slab
+            {
+                objects -= 1;
+            }
+            records_off = (objects * stride).next_multiple_of(RECORD_BYTES);
+        }
         *self = KmemCache {
             name,
             live: true,
@@ -198,7 +213,7 @@ impl KmemCache {
             object_size: size,
             size: stride,
             order,
-            objects: ((1usize << (order + page_shift)) / stride).min(u16::MAX as usize),
+            objects: objects.min(u16::MAX as usize),
             page_shift,
             seg_shift,
             secret: secret ^ (id as usize).wrapping_mul(0x9E37_79B9),
@@ -206,6 +221,7 @@ impl KmemCache {
             ctor,
             keep_empty,
             debug: debug.is_some(),
+            records_off,
             ..KmemCache::UNUSED
         };
     }
@@ -226,7 +242,7 @@ impl KmemCache {
         pages: &SpinLock<PageLayer<P>>,
         map: &SegmentMap,
         requested: usize,
-        site: usize,
+        site: u16,
     ) -> Result<Option<NonNull<u8>>, FreeError> {
         let slab = if !self.partial.head.is_null() {
             self.partial.head
@@ -257,7 +273,7 @@ impl KmemCache {
             }
             if self.debug {
                 if let Err(f) = self
-                    .object_ref(slab, base, obj)
+                    .object_ref(base, obj)
                     .on_alloc(requested.min(self.size), site)
                 {
                     // The object stays out of circulation (counted as in use): handing it out
@@ -276,15 +292,14 @@ impl KmemCache {
         Ok(Some(obj))
     }
 
-    /// The debug view of object `obj` of slab `d` at `base`.
+    /// The debug view of object `obj` of the slab at `base`.
     ///
     /// # Safety
-    /// Debug mode is on, `d` heads a slab of this cache with its side table, `obj` is one of its
-    /// objects.
-    unsafe fn object_ref(&self, d: *mut PageDesc, base: *mut u8, obj: *mut u8) -> ObjectRef<'_> {
+    /// Debug mode is on, `base` starts a slab of this cache, `obj` is one of its objects.
+    unsafe fn object_ref(&self, base: *mut u8, obj: *mut u8) -> ObjectRef<'_> {
         let i = (obj as usize - base as usize) / self.size;
-        // SAFETY: the side table has one record per object (caller).
-        let rec = unsafe { (*d).meta.add(i) };
+        // SAFETY: a debug slab holds one record per object at `records_off` (caller).
+        let rec = unsafe { base.add(self.records_off).cast::<DebugRecord>().add(i) };
         ObjectRef {
             cache: &self.name,
             obj,
@@ -311,38 +326,18 @@ impl KmemCache {
         pages: &SpinLock<PageLayer<P>>,
         map: &SegmentMap,
     ) -> Option<*mut PageDesc> {
-        let mut pl = pages.lock();
-        let (seg, i) = pl.alloc_run(map, self.order, PageKind::Slab, self.id)?;
-        let mut meta = core::ptr::null_mut::<DebugRecord>();
-        if self.debug {
-            let bytes = side_table_bytes(self.objects);
-            let order = bytes
-                .div_ceil(1 << self.page_shift)
-                .next_power_of_two()
-                .trailing_zeros();
-            match pl.alloc_run(map, order, PageKind::Large, META_CACHE) {
-                // SAFETY: the run lies in `ms`.
-                Some((ms, mi)) => {
-                    meta = unsafe { SegmentHeader::page_ptr(ms, mi, self.page_shift) }.cast()
-                }
-                None => {
-                    // SAFETY: the slab run was just taken and is unused.
-                    unsafe { pl.free_run(map, seg, i) };
-                    return None;
-                }
-            }
-        }
-        drop(pl);
+        let (seg, i) = pages
+            .lock()
+            .alloc_run(map, self.order, PageKind::Slab, self.id)?;
         let geom = self.geom();
         // SAFETY: the runs were just handed to this cache; descriptor, pages and table are ours.
         unsafe {
             let d = SegmentHeader::desc_ptr(seg, i);
             let base = SegmentHeader::page_ptr(seg, i, self.page_shift);
             geom.init(d, base);
-            (*d).meta = meta;
             if self.debug {
                 for k in 0..self.objects {
-                    self.object_ref(d, base, base.add(k * self.size)).init();
+                    self.object_ref(base, base.add(k * self.size)).init();
                 }
             }
             (*d).list = LIST_PARTIAL;
@@ -362,7 +357,7 @@ impl KmemCache {
         obj: *mut u8,
         pages: &SpinLock<PageLayer<P>>,
         map: &SegmentMap,
-        site: usize,
+        site: u16,
     ) -> Result<(), FreeError> {
         let geom = self.geom();
         // SAFETY: `d` heads a slab of this cache (caller); we hold the cache lock.
@@ -373,7 +368,7 @@ impl KmemCache {
                 return Err(FreeError::InvalidPointer(obj as usize));
             }
             if self.debug {
-                self.object_ref(d, base, obj)
+                self.object_ref(base, obj)
                     .on_free(site)
                     .map_err(FreeError::Found)?;
             }
@@ -413,10 +408,10 @@ impl KmemCache {
         if !self.debug {
             return self.size;
         }
-        // SAFETY: as the caller promises; debug slabs have a side table.
+        // SAFETY: as the caller promises; debug slabs end with their records.
         unsafe {
             let base = self.slab_base(d);
-            (*self.object_ref(d, base, obj).rec).requested as usize
+            (*self.object_ref(base, obj).rec).requested as usize
         }
     }
 
@@ -442,18 +437,8 @@ impl KmemCache {
     ) {
         let seg = segment_of_desc(d, self.seg_shift);
         let i = (d as usize - seg as usize) / core::mem::size_of::<PageDesc>();
-        let mut pl = pages.lock();
-        // SAFETY: the slab is empty and unlisted; its pages (and its side table, which lies in a
-        // live segment as a metadata run) go back to the page layer.
-        unsafe {
-            let meta = core::mem::replace(&mut (*d).meta, core::ptr::null_mut());
-            if !meta.is_null() {
-                let ms = segment_of_desc(meta.cast(), self.seg_shift);
-                let mi = SegmentHeader::page_index(ms, meta as usize, self.page_shift);
-                pl.free_run(map, ms, mi);
-            }
-            pl.free_run(map, seg, i);
-        }
+        // SAFETY: the slab is empty and unlisted; its pages go back to the page layer.
+        unsafe { pages.lock().free_run(map, seg, i) };
     }
 
     /// Checks every slab: free lists decode, and in debug mode every free object keeps its
@@ -482,9 +467,7 @@ impl KmemCache {
                     }
                     if self.debug {
                         for k in 0..self.objects {
-                            if let Err(f) =
-                                self.object_ref(d, base, base.add(k * self.size)).check()
-                            {
+                            if let Err(f) = self.object_ref(base, base.add(k * self.size)).check() {
                                 n += 1;
                                 found(&f);
                             }

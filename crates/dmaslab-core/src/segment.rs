@@ -10,7 +10,6 @@
 //! the header, the object starts at the second page.
 
 use crate::buddy::{BuddyLink, Zone};
-use crate::debug::DebugRecord;
 use core::mem::size_of;
 use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU8, Ordering};
 
@@ -66,8 +65,6 @@ pub(crate) struct PageDesc {
     pub(crate) objects: u16,
     pub(crate) head: AtomicU32,
     pub(crate) freelist: u32,
-    /// Debug mode: the slab's side table of per-object records (null otherwise).
-    pub(crate) meta: *mut DebugRecord,
 }
 
 impl PageDesc {
@@ -160,7 +157,6 @@ impl SegmentHeader {
                         objects: 0,
                         head: AtomicU32::new(i as u32),
                         freelist: 0,
-                        meta: core::ptr::null_mut(),
                     });
                 }
             }

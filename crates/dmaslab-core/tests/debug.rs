@@ -129,3 +129,27 @@ fn free_list_corruption_is_found_by_validate_in_normal_mode_too() {
     assert_eq!(k.validate(|f| kinds.push(f.kind)), 1);
     assert_eq!(kinds, [FindingKind::CorruptedFreeList]);
 }
+
+#[test]
+fn records_live_at_the_end_of_each_slab() {
+    let mut mem = region(4 << 20);
+    let k = kmalloc_mode(&mut mem, Policy::C, 64, true);
+    let p = k.kmalloc(5, Gfp::KERNEL).unwrap().as_ptr();
+    let c = k.kmalloc_cache(5, Gfp::KERNEL).unwrap();
+    let info = k.slabinfo(c).unwrap();
+    // 8-byte objects with an 8-byte record each: 256 per page instead of 512.
+    assert_eq!(
+        (info.objsize, info.objperslab, info.pagesperslab),
+        (8, 256, 1)
+    );
+    let page = p as usize & !4095;
+    assert_eq!(
+        k.owner_of(page + 256 * 8),
+        dmaslab_core::Owner::Metadata {
+            start: page + 2048,
+            size: 2048
+        }
+    );
+    // SAFETY: live object freed once.
+    unsafe { k.kfree(p).unwrap() };
+}
