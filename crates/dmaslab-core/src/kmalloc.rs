@@ -20,6 +20,22 @@ use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 pub const MAX_CACHES: usize = 64;
 const NO_CACHE: u16 = u16::MAX;
 
+/// A per-thread memo for [`Kmalloc::cache_of_hinted`]: the last segment a free landed in, and
+/// the segment map's generation when it was looked up.
+#[derive(Clone, Copy, Debug)]
+pub struct SegmentHint {
+    seg: *mut u8,
+    gen: usize,
+}
+
+impl SegmentHint {
+    /// No segment yet.
+    pub const NONE: SegmentHint = SegmentHint {
+        seg: core::ptr::null_mut(),
+        gen: 0,
+    };
+}
+
 /// A cache of a [`Kmalloc`]: its index in the allocator's cache table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct CacheId(u16);
@@ -428,8 +444,18 @@ impl<P: PageSource> Kmalloc<P> {
         let Some(seg) = self.map.lookup(seg_addr) else {
             return Loc::Foreign;
         };
-        let seg = seg.as_ptr().cast::<SegmentHeader>();
-        // SAFETY: the map holds only live segments; headers are never freed while registered.
+        // SAFETY: the map holds only live segments.
+        unsafe { self.locate_in(seg.as_ptr().cast(), addr) }
+    }
+
+    /// [`locate`](Self::locate) in a segment known to be live.
+    ///
+    /// # Safety
+    /// `seg` is a segment registered in the map (headers are never freed while registered), and
+    /// `addr` lies in its first `1 << seg_shift` bytes.
+    #[inline]
+    unsafe fn locate_in(&self, seg: *mut SegmentHeader, addr: usize) -> Loc {
+        // SAFETY: `seg` is live (caller).
         unsafe {
             if !SegmentHeader::is_live(seg) {
                 return Loc::Foreign;
@@ -867,7 +893,36 @@ impl<P: PageSource> Kmalloc<P> {
     /// loads and a remainder; no lock.
     #[inline]
     pub fn cache_of(&self, ptr: *const u8) -> Option<CacheId> {
-        match self.locate(ptr as usize) {
+        self.cache_of_loc(ptr, self.locate(ptr as usize))
+    }
+
+    /// [`cache_of`](Self::cache_of) with a caller-kept hint (one per thread): when `ptr` lies in
+    /// the segment the hint names and no segment has been given back since the hint was taken,
+    /// the segment-map probe is skipped. Same answers as `cache_of`.
+    #[inline]
+    pub fn cache_of_hinted(&self, ptr: *const u8, hint: &mut SegmentHint) -> Option<CacheId> {
+        let addr = ptr as usize;
+        let seg_addr = addr & !((1usize << self.seg_shift) - 1);
+        let gen = self.map.generation();
+        if hint.seg as usize == seg_addr && hint.gen == gen && !hint.seg.is_null() {
+            // SAFETY: the hint's segment was registered at generation `gen` and no segment has
+            // been removed since, so it still is.
+            let loc = unsafe { self.locate_in(hint.seg.cast(), addr) };
+            return self.cache_of_loc(ptr, loc);
+        }
+        let seg = self.map.lookup(seg_addr)?;
+        *hint = SegmentHint {
+            seg: seg.as_ptr(),
+            gen,
+        };
+        // SAFETY: just found in the map.
+        let loc = unsafe { self.locate_in(seg.as_ptr().cast(), addr) };
+        self.cache_of_loc(ptr, loc)
+    }
+
+    #[inline]
+    fn cache_of_loc(&self, ptr: *const u8, loc: Loc) -> Option<CacheId> {
+        match loc {
             Loc::Slab { cache, base, .. } => {
                 let i = cache as usize;
                 let stride = self.strides.get(i)?.load(Ordering::Relaxed) as usize;

@@ -7,7 +7,7 @@
 
 use crate::page_source::PageSource;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 /// A table: a header followed by `cap` slots, all in one page run.
 #[repr(C)]
@@ -33,12 +33,16 @@ fn tombstone() -> *mut u8 {
 pub(crate) struct SegmentMap {
     current: AtomicPtr<Table>,
     seg_shift: u32,
+    /// Bumped by every removal, before the segment's memory goes back: a cached
+    /// "segment S was live at generation G" stays true while the generation is G.
+    generation: AtomicUsize,
 }
 
 impl SegmentMap {
     pub(crate) const fn new(seg_shift: u32) -> Self {
         SegmentMap {
             current: AtomicPtr::new(ptr::null_mut()),
+            generation: AtomicUsize::new(0),
             seg_shift,
         }
     }
@@ -51,6 +55,12 @@ impl SegmentMap {
     fn hash(&self, addr: usize, cap: usize) -> usize {
         let key = (addr >> self.seg_shift) as u64;
         (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize & (cap - 1)
+    }
+
+    /// The current removal generation (see the field).
+    #[inline]
+    pub(crate) fn generation(&self) -> usize {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// The segment starting at `addr`, if it is live.
@@ -116,6 +126,7 @@ impl SegmentMap {
     /// # Safety
     /// As for [`insert`](Self::insert).
     pub(crate) unsafe fn remove(&self, addr: usize) {
+        self.generation.fetch_add(1, Ordering::Release);
         let t = self.current.load(Ordering::Relaxed);
         if t.is_null() {
             return;

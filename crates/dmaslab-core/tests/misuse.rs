@@ -310,3 +310,27 @@ fn cache_of_accepts_only_object_starts() {
     let on_stack = 0u64;
     assert_eq!(k.cache_of(&on_stack as *const u64 as *const u8), None);
 }
+
+#[test]
+fn hinted_lookup_agrees_with_the_map_and_forgets_released_segments() {
+    let mut mem = region(8 << 20);
+    let k = kmalloc(&mut mem, Policy::C, 64);
+    let mut hint = dmaslab_core::SegmentHint::NONE;
+    let objs: Vec<*mut u8> = (0..2000)
+        .map(|i| k.kmalloc(8 + i % 300, Gfp::KERNEL).unwrap().as_ptr())
+        .collect();
+    for &p in &objs {
+        assert_eq!(k.cache_of_hinted(p, &mut hint), k.cache_of(p));
+        // SAFETY: pointer arithmetic only, never dereferenced.
+        assert_eq!(k.cache_of_hinted(unsafe { p.add(1) }, &mut hint), None);
+    }
+    let stale = objs[0];
+    for p in objs {
+        // SAFETY: live, freed once.
+        unsafe { k.kfree(p).unwrap() };
+    }
+    k.shrink_all();
+    assert_eq!(k.totals().pages.segments, 0, "every segment given back");
+    // The hint names a segment that is gone: the lookup must not trust it.
+    assert_eq!(k.cache_of_hinted(stale, &mut hint), None);
+}

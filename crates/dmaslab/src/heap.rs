@@ -43,7 +43,9 @@ use core::fmt::Write;
 use core::mem::MaybeUninit;
 use core::ptr;
 use core::sync::atomic::{AtomicU8, Ordering};
-use dmaslab_core::{CacheId, Config, FreeError, Gfp, Kmalloc, MmapPageSource, Totals, MAX_CACHES};
+use dmaslab_core::{
+    CacheId, Config, FreeError, Gfp, Kmalloc, MmapPageSource, SegmentHint, Totals, MAX_CACHES,
+};
 
 /// Requests up to this size are served from slab caches through magazines.
 pub const SMALL_MAX: usize = 8192;
@@ -66,6 +68,8 @@ const DEAD: u8 = 2;
 struct ThreadCache {
     loaded: [*mut Magazine; MAX_CACHES],
     prev: [*mut Magazine; MAX_CACHES],
+    /// The segment this thread last freed into: spares the free path the segment-map probe.
+    seg_hint: SegmentHint,
     state: u8,
 }
 
@@ -73,6 +77,7 @@ impl ThreadCache {
     const NEW: ThreadCache = ThreadCache {
         loaded: [ptr::null_mut(); MAX_CACHES],
         prev: [ptr::null_mut(); MAX_CACHES],
+        seg_hint: SegmentHint::NONE,
         state: FRESH,
     };
 }
@@ -357,10 +362,12 @@ impl Heap {
         if ptr.is_null() {
             return;
         }
-        match self.core.cache_of(ptr) {
+        let tc = tcache();
+        // SAFETY: the thread cache is this thread's own (type invariant).
+        let hint = unsafe { &mut (*tc).seg_hint };
+        match self.core.cache_of_hinted(ptr, hint) {
             Some(id) => {
                 let x = id.index();
-                let tc = tcache();
                 // SAFETY: as in `alloc_class`; the pointer lies in a slab of cache `x` and the
                 // caller gives it up. `top` reads inside the magazine (`count <= cap`).
                 unsafe {
