@@ -235,13 +235,17 @@ proptest! {
     #[test]
     fn policy_c_line_32(ops in ops()) { run(Policy::C, 32, &ops) }
 
-    // Debug mode (red zones, poison, records) keeps every placement promise.
+    // Debug mode (red zones, poison, records) keeps every placement promise. (Under Miri,
+    // tests/debug.rs covers debug mode; poisoning whole slabs byte by byte is too slow there.)
     #[test]
+    #[cfg_attr(miri, ignore)]
     fn debug_policy_a(ops in ops()) { run_mode(Policy::A, 64, true, &ops) }
 
     #[test]
+    #[cfg_attr(miri, ignore)]
     fn debug_policy_b(ops in ops()) { run_mode(Policy::B, 64, true, &ops) }
 
     #[test]
+    #[cfg_attr(miri, ignore)]
     fn debug_policy_c(ops in ops()) { run_mode(Policy::C, 64, true, &ops) }
 }
