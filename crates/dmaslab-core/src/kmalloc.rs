@@ -9,7 +9,7 @@ use crate::policy::{Config, ConfigError, Gfp, Policy, DMA_MINALIGNS};
 use crate::segment::{PageDesc, PageKind, SegmentHeader, SEG_HUGE};
 use crate::segment_map::SegmentMap;
 use crate::size_class::{natural_align, SizeClasses, KMALLOC_CLASSES, NR_KMALLOC_CLASSES};
-use crate::spin::SpinLock;
+use crate::spin::{SpinGuard, SpinLock};
 use crate::stats::{write_slabinfo_header, CacheName, SlabInfo, Totals};
 use core::fmt::{self, Write};
 use core::ptr::NonNull;
@@ -537,15 +537,9 @@ impl<P: PageSource> Kmalloc<P> {
                     return Err(FreeError::WrongCache(addr));
                 }
                 let handle = self.site_handle(site);
-                let mut c = self.caches[cache as usize].lock();
-                // SAFETY: `kind` and `cache` of a slab head are stable under its cache's lock.
-                let still = unsafe {
-                    PageDesc::kind_of(head) == PageKind::Slab
-                        && (*head).cache.load(Ordering::Acquire) == cache
-                };
-                if !still || !c.live {
+                let Some(mut c) = self.lock_slab(head, cache) else {
                     return Err(FreeError::InvalidPointer(addr));
-                }
+                };
                 let size = c.size;
                 // SAFETY: `head` is a slab of this cache (checked under its lock) holding `ptr`.
                 let res = unsafe { c.free(head, ptr, &self.pages, &self.map, handle) };
@@ -595,6 +589,19 @@ impl<P: PageSource> Kmalloc<P> {
         }
     }
 
+    /// Locks cache `cache` if `head` still heads one of its slabs, else `None`. `kind` and
+    /// `cache` of a slab head change only under its cache's lock, so the answer holds while the
+    /// guard lives.
+    fn lock_slab(&self, head: *mut PageDesc, cache: u16) -> Option<SpinGuard<'_, KmemCache>> {
+        let c = self.caches.get(cache as usize)?.lock();
+        // SAFETY: descriptors of registered segments stay readable; only atomics are read.
+        let still = unsafe {
+            PageDesc::kind_of(head) == PageKind::Slab
+                && (*head).cache.load(Ordering::Acquire) == cache
+        };
+        (still && c.live).then_some(c)
+    }
+
     /// The usable size of the allocation starting at `ptr`, or `None` if `ptr` is not the start
     /// of a live allocation's slot of this allocator (slab objects are not checked for being
     /// free: that costs a free-list walk; see [`owner_of`](Self::owner_of)).
@@ -602,19 +609,12 @@ impl<P: PageSource> Kmalloc<P> {
         let addr = ptr as usize;
         match self.locate(addr) {
             Loc::Slab { head, cache, .. } => {
-                let c = self.caches[cache as usize].lock();
-                // SAFETY: stable under the cache lock; checked before use.
-                unsafe {
-                    if PageDesc::kind_of(head) != PageKind::Slab
-                        || (*head).cache.load(Ordering::Acquire) != cache
-                    {
-                        return None;
-                    }
-                    let base = c.slab_base(head);
-                    c.geom()
-                        .is_object_start(addr.wrapping_sub(base as usize))
-                        .then_some(c.size)
-                }
+                let c = self.lock_slab(head, cache)?;
+                // SAFETY: `head` heads a slab of this cache (checked under its lock).
+                let base = unsafe { c.slab_base(head) };
+                c.geom()
+                    .is_object_start(addr.wrapping_sub(base as usize))
+                    .then_some(c.size)
             }
             Loc::Large { seg, head } => {
                 let _pl = self.pages.lock();
@@ -641,18 +641,12 @@ impl<P: PageSource> Kmalloc<P> {
         }
         match self.locate(ptr as usize) {
             Loc::Slab { head, cache, base } => {
-                let c = self.caches[cache as usize].lock();
-                // SAFETY: stable under the cache lock; checked before use; `ksize` found an
-                // object start, re-checked against this slab.
-                unsafe {
-                    if PageDesc::kind_of(head) != PageKind::Slab
-                        || (*head).cache.load(Ordering::Acquire) != cache
-                        || !c.geom().is_object_start((ptr as usize).wrapping_sub(base))
-                    {
-                        return None;
-                    }
-                    Some(c.requested(head, ptr as *mut u8))
+                let c = self.lock_slab(head, cache)?;
+                if !c.geom().is_object_start((ptr as usize).wrapping_sub(base)) {
+                    return None;
                 }
+                // SAFETY: an object start of a slab of this cache (checked under its lock).
+                Some(unsafe { c.requested(head, ptr as *mut u8) })
             }
             _ => Some(full),
         }
@@ -995,14 +989,11 @@ impl<P: PageSource> Kmalloc<P> {
     pub fn owner_of(&self, addr: usize) -> Owner {
         match self.locate(addr) {
             Loc::Slab { head, cache, .. } => {
-                let c = self.caches[cache as usize].lock();
-                // SAFETY: stable under the cache lock; checked first.
+                let Some(c) = self.lock_slab(head, cache) else {
+                    return Owner::Unused;
+                };
+                // SAFETY: `head` heads a slab of this cache (checked under its lock).
                 unsafe {
-                    if PageDesc::kind_of(head) != PageKind::Slab
-                        || (*head).cache.load(Ordering::Acquire) != cache
-                    {
-                        return Owner::Unused;
-                    }
                     let base = c.slab_base(head) as usize;
                     let off = addr - base;
                     if off >= c.objects * c.size {
