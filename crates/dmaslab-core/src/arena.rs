@@ -104,7 +104,7 @@ impl<'a> ArenaPageSource<'a> {
                 k -= 1;
             }
             // SAFETY: the block lies in the zone and is on no list yet.
-            unsafe { arena.free.free(&zone, i, k) };
+            let _ = unsafe { arena.free.free(&zone, i, k) };
             i += 1 << k;
         }
         Ok(arena)
@@ -152,7 +152,7 @@ impl PageSource for ArenaPageSource<'_> {
         );
         let zone = self.zone;
         // SAFETY: the caller hands back a run this arena gave out with this order.
-        unsafe { self.free.free(&zone, i, order) };
+        let _ = unsafe { self.free.free(&zone, i, order) };
     }
 }
 

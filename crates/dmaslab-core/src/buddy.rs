@@ -170,10 +170,11 @@ impl FreeArea {
     }
 
     /// Returns the block of `order` at page `i` of `zone`, merging it with free buddies.
+    /// Returns the order of the free block it ended up in.
     ///
     /// # Safety
     /// The block is allocated (on no list), lies in `zone`, and `zone` is valid.
-    pub(crate) unsafe fn free(&mut self, zone: &Zone, mut i: usize, mut order: u32) {
+    pub(crate) unsafe fn free(&mut self, zone: &Zone, mut i: usize, mut order: u32) -> u32 {
         while order < self.max_order {
             let Some(buddy) = zone.node(i ^ (1 << order)) else {
                 break;
@@ -191,5 +192,6 @@ impl FreeArea {
         let n = zone.node(i).expect("a block lies inside its zone");
         // SAFETY: `n` heads the merged block, which is on no list.
         unsafe { self.push(n, order) };
+        order
     }
 }

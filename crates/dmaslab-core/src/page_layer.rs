@@ -31,6 +31,9 @@ pub struct PageCounts {
     pub peak_pages: usize,
 }
 
+/// Free pages are given back to the OS in aligned blocks of this order (64 pages, 256 KiB).
+pub const DISCARD_ORDER: u32 = 6;
+
 /// The page layer.
 ///
 /// # Invariants
@@ -171,13 +174,21 @@ impl<P: PageSource> PageLayer<P> {
                 PageDesc::set_kind_of(d, PageKind::Free);
                 (*d).head.store(j as u32, Ordering::Relaxed);
             }
-            if self.free.free_pages >= self.discard_threshold {
-                let p = SegmentHeader::page_ptr(seg, i, self.page_shift);
-                self.source
-                    .discard(NonNull::new_unchecked(p), 1 << (order + self.page_shift));
-            }
             let zone = SegmentHeader::zone(seg);
-            self.free.free(&zone, i, order);
+            let merged = self.free.free(&zone, i, order);
+            // Give memory back in blocks of 2^DISCARD_ORDER pages, once each, when such a block
+            // has just become wholly free: one madvise per 256 KiB rather than per slab.
+            let d = DISCARD_ORDER.min(self.max_run_order());
+            if self.free.free_pages >= self.discard_threshold && merged >= d {
+                let (start, len) = if order >= d {
+                    (i, order)
+                } else {
+                    (i & !((1 << d) - 1), d)
+                };
+                let p = SegmentHeader::page_ptr(seg, start, self.page_shift);
+                self.source
+                    .discard(NonNull::new_unchecked(p), 1 << (len + self.page_shift));
+            }
             (*seg).used_pages -= 1 << order;
             if (*seg).used_pages == 0 {
                 if self.spare.is_none() {
@@ -213,7 +224,7 @@ impl<P: PageSource> PageLayer<P> {
                 k -= 1;
             }
             // SAFETY: the block lies in the new segment's zone and is on no list.
-            unsafe { self.free.free(&zone, i, k) };
+            let _ = unsafe { self.free.free(&zone, i, k) };
             i += 1 << k;
         }
         let hp = zone.first;

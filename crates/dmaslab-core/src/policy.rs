@@ -86,8 +86,9 @@ pub struct Config {
     pub seg_order: u32,
     /// Empty slabs each cache keeps before giving pages back (default 1).
     pub empty_slabs_kept: usize,
-    /// Free pages inside segments beyond which freed runs are discarded
-    /// ([`crate::PageSource::discard`], `MADV_DONTNEED` on mmap). Default 256 (1 MiB).
+    /// Free pages inside segments beyond which free memory is discarded
+    /// ([`crate::PageSource::discard`], `MADV_DONTNEED` on mmap), in aligned blocks of 64 pages
+    /// as each becomes wholly free. Default 256 (1 MiB).
     pub discard_threshold: usize,
     /// Secret mixed into free-list links. Hosted users should randomise it.
     pub secret: usize,
