@@ -6,7 +6,7 @@ use crate::kmem_cache::{Ctor, FreeError, KmemCache, META_CACHE};
 use crate::page_layer::PageLayer;
 use crate::page_source::PageSource;
 use crate::policy::{Config, ConfigError, Gfp, Policy, DMA_MINALIGNS};
-use crate::segment::{PageDesc, PageKind, SegmentHeader, SEG_HUGE};
+use crate::segment::{PageDesc, PageKind, SegmentHeader, SEG_HUGE, SEG_NORMAL};
 use crate::segment_map::SegmentMap;
 use crate::size_class::{natural_align, SizeClasses, KMALLOC_CLASSES, NR_KMALLOC_CLASSES};
 use crate::spin::{SpinGuard, SpinLock};
@@ -905,36 +905,67 @@ impl<P: PageSource> Kmalloc<P> {
         let seg_addr = addr & !((1usize << self.seg_shift) - 1);
         let gen = self.map.generation();
         if hint.seg as usize == seg_addr && hint.gen == gen && !hint.seg.is_null() {
-            // SAFETY: the hint's segment was registered at generation `gen` and no segment has
-            // been removed since, so it still is.
-            let loc = unsafe { self.locate_in(hint.seg.cast(), addr) };
-            return self.cache_of_loc(ptr, loc);
+            // SAFETY: the hint's segment was a registered normal segment at generation `gen`
+            // and no segment has been removed since, so it still is.
+            return unsafe { self.slab_cache_in(hint.seg.cast(), addr) };
         }
         let seg = self.map.lookup(seg_addr)?;
-        *hint = SegmentHint {
-            seg: seg.as_ptr(),
-            gen,
-        };
-        // SAFETY: just found in the map.
-        let loc = unsafe { self.locate_in(seg.as_ptr().cast(), addr) };
-        self.cache_of_loc(ptr, loc)
+        let h = seg.as_ptr().cast::<SegmentHeader>();
+        // SAFETY: just found in the map: registered, so readable.
+        unsafe {
+            if SegmentHeader::is_live(h) && (*h).kind == SEG_NORMAL {
+                *hint = SegmentHint {
+                    seg: seg.as_ptr(),
+                    gen,
+                };
+                return self.slab_cache_in(h, addr);
+            }
+            self.cache_of_loc(ptr, self.locate_in(h, addr))
+        }
+    }
+
+    /// The cache whose slab object starts at `addr` in normal segment `h`: one descriptor (the
+    /// page's own: every page of a slab names its cache and head page) and the stride test.
+    ///
+    /// # Safety
+    /// `h` is a live, registered normal segment and `addr` lies in it.
+    #[inline]
+    unsafe fn slab_cache_in(&self, h: *mut SegmentHeader, addr: usize) -> Option<CacheId> {
+        let i = SegmentHeader::page_index(h, addr, self.page_shift);
+        // SAFETY: `i` is a page of the segment; every descriptor, 0 included, has a readable
+        // kind (`SegmentHeader::init`), and a slab page's cache and head are set with its kind.
+        unsafe {
+            let d = SegmentHeader::desc_ptr(h, i);
+            if !matches!(PageDesc::kind_of(d), PageKind::Slab | PageKind::SlabTail) {
+                return None;
+            }
+            let cache = (*d).cache.load(Ordering::Relaxed);
+            let hi = (*d).head.load(Ordering::Relaxed) as usize;
+            let base = SegmentHeader::page_ptr(h, hi, self.page_shift) as usize;
+            self.object_start_of(cache, addr.wrapping_sub(base))
+        }
+    }
+
+    /// Is `off` (from its slab's base) the start of an object of cache `cache`? Lock-free.
+    #[inline]
+    fn object_start_of(&self, cache: u16, off: usize) -> Option<CacheId> {
+        let i = cache as usize;
+        let stride = self.strides.get(i)?.load(Ordering::Relaxed) as usize;
+        let ok = stride != 0
+            && Divisor {
+                shift: stride.trailing_zeros(),
+                inv: self.stride_inv[i].load(Ordering::Relaxed),
+                lim: self.stride_lim[i].load(Ordering::Relaxed),
+            }
+            .divides(off);
+        ok.then_some(CacheId(cache))
     }
 
     #[inline]
     fn cache_of_loc(&self, ptr: *const u8, loc: Loc) -> Option<CacheId> {
         match loc {
             Loc::Slab { cache, base, .. } => {
-                let i = cache as usize;
-                let stride = self.strides.get(i)?.load(Ordering::Relaxed) as usize;
-                let off = (ptr as usize).wrapping_sub(base);
-                let ok = stride != 0
-                    && Divisor {
-                        shift: stride.trailing_zeros(),
-                        inv: self.stride_inv[i].load(Ordering::Relaxed),
-                        lim: self.stride_lim[i].load(Ordering::Relaxed),
-                    }
-                    .divides(off);
-                ok.then_some(CacheId(cache))
+                self.object_start_of(cache, (ptr as usize).wrapping_sub(base))
             }
             _ => None,
         }

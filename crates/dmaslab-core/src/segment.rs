@@ -68,6 +68,20 @@ pub(crate) struct PageDesc {
 }
 
 impl PageDesc {
+    /// The descriptor of page `i`, of kind `k`, on no list.
+    fn new(k: PageKind, i: usize) -> PageDesc {
+        PageDesc {
+            link: BuddyLink::UNLINKED,
+            kind: AtomicU8::new(k as u8),
+            list: 0,
+            cache: AtomicU16::new(0),
+            inuse: 0,
+            objects: 0,
+            head: AtomicU32::new(i as u32),
+            freelist: 0,
+        }
+    }
+
     /// The kind of the page `d` describes. Reads only the atomic field, never forming a
     /// reference to the whole descriptor (whose other fields another thread may be writing
     /// under its lock).
@@ -111,7 +125,8 @@ pub(crate) struct SegmentHeader {
     pub(crate) used_pages: u32,
 }
 
-const _: () = assert!(size_of::<SegmentHeader>() <= size_of::<PageDesc>());
+// The header overlays descriptor 0's link only (its kind must stay readable).
+const _: () = assert!(size_of::<SegmentHeader>() <= size_of::<BuddyLink>());
 
 /// Pages of header a normal segment of `2^order` pages needs.
 pub(crate) fn header_pages(order: u32, page_size: usize) -> usize {
@@ -134,6 +149,12 @@ impl SegmentHeader {
         // SAFETY: the run is ours and large enough for the header and all descriptors
         // (header_pages < 2^order is checked by the page layer's configuration).
         unsafe {
+            if kind == SEG_NORMAL {
+                // Descriptor 0 describes the first header page; the header overlays only its
+                // link, so a lookup reading its kind sees `Header`.
+                h.cast::<PageDesc>()
+                    .write(PageDesc::new(PageKind::Header, 0));
+            }
             h.write(SegmentHeader {
                 magic: SEG_MAGIC,
                 kind,
@@ -148,16 +169,7 @@ impl SegmentHeader {
                     } else {
                         PageKind::Free
                     };
-                    Self::desc_ptr(h, i).write(PageDesc {
-                        link: BuddyLink::UNLINKED,
-                        kind: AtomicU8::new(k as u8),
-                        list: 0,
-                        cache: AtomicU16::new(0),
-                        inuse: 0,
-                        objects: 0,
-                        head: AtomicU32::new(i as u32),
-                        freelist: 0,
-                    });
+                    Self::desc_ptr(h, i).write(PageDesc::new(k, i));
                 }
             }
         }

@@ -324,6 +324,17 @@ fn hinted_lookup_agrees_with_the_map_and_forgets_released_segments() {
         // SAFETY: pointer arithmetic only, never dereferenced.
         assert_eq!(k.cache_of_hinted(unsafe { p.add(1) }, &mut hint), None);
     }
+    // With the hint set on this segment: its header, and its free last page, are no objects.
+    let newest = *objs.last().unwrap();
+    let seg = newest as usize & !((DEFAULT_PAGE_SIZE << common::SEG_ORDER) - 1);
+    assert!(k.cache_of_hinted(newest, &mut hint).is_some());
+    assert_eq!(k.cache_of_hinted(seg as *const u8, &mut hint), None);
+    let pages = 1usize << common::SEG_ORDER;
+    let free_page = (0..pages)
+        .map(|p| seg + p * DEFAULT_PAGE_SIZE)
+        .find(|&a| k.owner_of(a) == Owner::Unused)
+        .expect("the newest segment has a free page left");
+    assert_eq!(k.cache_of_hinted(free_page as *const u8, &mut hint), None);
     let stale = objs[0];
     for p in objs {
         // SAFETY: live, freed once.
