@@ -13,15 +13,15 @@
 //! pointer the allocator never handed out is an error value, not undefined behaviour.
 //!
 //! ```
-//! use core::mem::MaybeUninit;
 //! use dmaslab_core::{ArenaPageSource, Config, Gfp, Kmalloc, Policy};
-//! let mut mem = vec![MaybeUninit::new(0u8); 4 << 20];
+//! let mut mem = Box::<[u8]>::new_uninit_slice(2 << 20); // any memory will do
 //! let arena = ArenaPageSource::new(&mut mem).unwrap();
 //! let k = Kmalloc::new(arena, Config::new(Policy::B).seg_order(6)).unwrap();
 //! let p = k.kmalloc(512, Gfp::KERNEL).unwrap();
 //! assert_eq!(p.as_ptr() as usize % 512, 0);
 //! let d = k.kmalloc(4, Gfp::DMA).unwrap(); // a dma-kmalloc-64 object
 //! assert_eq!(k.ksize(d.as_ptr()), Some(64));
+//! // SAFETY: both are live allocations of `k`, freed once and not used afterwards.
 //! unsafe { k.kfree(p.as_ptr()).unwrap(); k.kfree(d.as_ptr()).unwrap(); }
 //! ```
 #![no_std]
