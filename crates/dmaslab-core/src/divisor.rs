@@ -55,7 +55,11 @@ mod tests {
         {
             let dv = Divisor::new(d);
             assert_eq!((d >> dv.shift).wrapping_mul(dv.inv), 1);
-            for off in (0..4 * d).chain([1 << 21, (1 << 21) - 8, usize::MAX - 7]) {
+            let every = if cfg!(miri) { 7 } else { 1 };
+            for off in (0..4 * d)
+                .step_by(every)
+                .chain([1 << 21, (1 << 21) - 8, usize::MAX - 7])
+            {
                 assert_eq!(dv.divides(off), off % d == 0, "{off} % {d}");
             }
         }
