@@ -159,10 +159,10 @@ impl SegmentMap {
         let page = src.page_size();
         let slot = core::mem::size_of::<AtomicPtr<u8>>();
         let header = core::mem::size_of::<Table>();
-        // SAFETY: a live table (we are the only writer).
         let want_cap = if old.is_null() {
             64
         } else {
+            // SAFETY: a live table (we are the only writer).
             unsafe { (*old).len.max(32) * 4 }
         };
         let bytes = header + want_cap * slot;

@@ -317,7 +317,9 @@ int main(int argc, char **argv) {
 fn o_direct_reads_into_malloc_buffers() {
     let dir = Scratch::new("odirect");
     let exe = compile_c(dir.path(), "odirect", ODIRECT);
-    let data: Vec<u8> = (0..64 * 4096usize).map(|k| ((k * 131) >> 3) as u8).collect();
+    let data: Vec<u8> = (0..64 * 4096usize)
+        .map(|k| ((k * 131) >> 3) as u8)
+        .collect();
     let file = dir.path().join("data.bin");
     std::fs::write(&file, &data).unwrap();
     for p in POLICIES {
