@@ -2,7 +2,7 @@
 
 use crate::debug::{Finding, SiteTable};
 use crate::divisor::Divisor;
-use crate::kmem_cache::{Ctor, FreeError, KmemCache, META_CACHE};
+use crate::kmem_cache::{CacheEnv, Ctor, FreeError, KmemCache, META_CACHE};
 use crate::page_layer::PageLayer;
 use crate::page_source::PageSource;
 use crate::policy::{Config, ConfigError, Gfp, Policy, DMA_MINALIGNS};
@@ -274,26 +274,24 @@ impl<P: PageSource> Kmalloc<P> {
         align: usize,
         ctor: Option<Ctor>,
     ) {
-        let (ps, ss, secret, keep) = (
-            self.page_shift,
-            self.seg_shift,
-            self.config.secret,
-            self.config.empty_slabs_kept,
-        );
-        self.caches[id as usize].get_mut().setup(
-            id,
-            name,
-            size,
-            align,
-            ctor,
-            ps,
-            ss,
-            secret,
-            keep,
-            self.config.debug.then_some(0),
-        );
+        let env = self.cache_env(0);
+        self.caches[id as usize]
+            .get_mut()
+            .setup(id, name, size, align, ctor, &env);
         let stride = self.caches[id as usize].get_mut().size;
         self.set_stride(id as usize, stride);
+    }
+
+    /// What a cache of this allocator takes from it; `red_zone` bytes follow each object in
+    /// debug mode.
+    fn cache_env(&self, red_zone: usize) -> CacheEnv {
+        CacheEnv {
+            page_shift: self.page_shift,
+            seg_shift: self.seg_shift,
+            secret: self.config.secret,
+            keep_empty: self.config.empty_slabs_kept,
+            debug: self.config.debug.then_some(red_zone),
+        }
     }
 
     /// The configuration.
@@ -745,18 +743,8 @@ impl<P: PageSource> Kmalloc<P> {
         for (i, slot) in self.caches.iter().enumerate() {
             let mut c = slot.lock();
             if !c.live {
-                c.setup(
-                    i as u16,
-                    CacheName::new(name),
-                    size,
-                    align,
-                    ctor,
-                    self.page_shift,
-                    self.seg_shift,
-                    self.config.secret,
-                    self.config.empty_slabs_kept,
-                    self.config.debug.then_some(core::mem::size_of::<usize>()),
-                );
+                let env = self.cache_env(core::mem::size_of::<usize>());
+                c.setup(i as u16, CacheName::new(name), size, align, ctor, &env);
                 let size = c.size;
                 drop(c);
                 self.set_stride(i, size);

@@ -20,6 +20,18 @@ pub(crate) const META_CACHE: u16 = u16::MAX - 1;
 /// A constructor run on every object the cache hands out.
 pub type Ctor = fn(NonNull<u8>);
 
+/// What a cache takes from the allocator it belongs to.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CacheEnv {
+    pub(crate) page_shift: u32,
+    pub(crate) seg_shift: u32,
+    pub(crate) secret: usize,
+    pub(crate) keep_empty: usize,
+    /// Debug mode: the red-zone bytes that follow each object inside its slot (user caches get
+    /// a word; kmalloc caches none, since debug kmalloc never fills a slot exactly).
+    pub(crate) debug: Option<usize>,
+}
+
 /// Which list a slab is on.
 const LIST_PARTIAL: u8 = 1;
 const LIST_FULL: u8 = 2;
@@ -174,10 +186,8 @@ impl KmemCache {
         active_objs: 0,
     };
 
-    /// Sets up this slot as a cache of `size`-byte objects aligned to `align`. In debug mode,
-    /// `red_zone` extra bytes follow each object inside its slot (user caches get a word; kmalloc
-    /// caches none, since debug kmalloc never fills a slot exactly).
-    #[allow(clippy::too_many_arguments)]
+    /// Sets up this slot as cache `id` of `size`-byte objects aligned to `align`, in
+    /// allocator `env`.
     pub(crate) fn setup(
         &mut self,
         id: u16,
@@ -185,12 +195,15 @@ impl KmemCache {
         size: usize,
         align: usize,
         ctor: Option<Ctor>,
-        page_shift: u32,
-        seg_shift: u32,
-        secret: usize,
-        keep_empty: usize,
-        debug: Option<usize>,
+        env: &CacheEnv,
     ) {
+        let CacheEnv {
+            page_shift,
+            seg_shift,
+            secret,
+            keep_empty,
+            debug,
+        } = *env;
         let align = align.max(core::mem::size_of::<usize>());
         let stride = (size + debug.unwrap_or(0)).max(1).next_multiple_of(align);
         let order = slab_order(stride, 1 << page_shift);
