@@ -7,20 +7,30 @@ use crate::ram::Ram;
 use core::ptr::NonNull;
 use dmaslab_core::Gfp;
 
-/// A coherent DMA buffer. Not `Copy`: [`Machine::free_coherent`] consumes it, so while a value
-/// exists its memory is allocated (and the RAM stays alive even if the machine is dropped).
+/// CPU-uncached, device-visible memory: what a coherent buffer and a pool block both are.
+/// Reads and writes go straight to RAM (the mapping is uncached, as Linux remaps coherent memory
+/// on non-coherent machines), so no maintenance is ever needed.
 ///
 /// # Invariants
-/// `cpu .. cpu + size` is a live allocation of `ram`'s allocator, line-aligned and a whole
-/// number of lines, listed as uncached by its machine; `cpu` carries the region's provenance.
-pub struct CoherentBuffer {
+/// `cpu .. cpu + size` is allocated memory of `ram`, uncached for its machine, for as long as
+/// the value lives (its owner type says why); `cpu` carries the region's provenance.
+pub struct UncachedRegion {
     pub(crate) cpu: NonNull<u8>,
     pub(crate) dma: DmaAddr,
     pub(crate) size: usize,
     pub(crate) ram: Ram,
 }
 
-impl CoherentBuffer {
+impl UncachedRegion {
+    /// The region at RAM address `cpu`, bus address `dma`, `size` bytes.
+    pub(crate) fn new(ram: &Ram, cpu: usize, dma: DmaAddr, size: usize) -> Self {
+        UncachedRegion {
+            cpu: NonNull::new(ram.ptr(cpu)).expect("RAM addresses are not null"),
+            dma,
+            size,
+            ram: ram.clone(),
+        }
+    }
     /// CPU address.
     pub fn cpu_addr(&self) -> usize {
         self.cpu.as_ptr() as usize
@@ -29,35 +39,50 @@ impl CoherentBuffer {
     pub fn dma_addr(&self) -> DmaAddr {
         self.dma
     }
-    /// Bytes (a whole number of lines).
+    /// Bytes.
     pub fn len(&self) -> usize {
         self.size
     }
-    /// Never: a coherent buffer has at least one line.
+    /// Never: a region has at least one byte.
     pub fn is_empty(&self) -> bool {
         self.size == 0
     }
     /// Uncached CPU read at `off`.
     ///
     /// # Panics
-    /// If the range leaves the buffer.
+    /// If the range leaves the region.
     pub fn read(&self, off: usize, buf: &mut [u8]) {
-        assert!(
-            off + buf.len() <= self.size,
-            "read outside the coherent buffer"
-        );
+        assert!(off + buf.len() <= self.size, "read outside the DMA buffer");
         self.ram.read(self.cpu_addr() + off, buf);
     }
     /// Uncached CPU write at `off`.
     ///
     /// # Panics
-    /// If the range leaves the buffer.
+    /// If the range leaves the region.
     pub fn write(&mut self, off: usize, data: &[u8]) {
         assert!(
             off + data.len() <= self.size,
-            "write outside the coherent buffer"
+            "write outside the DMA buffer"
         );
         self.ram.write(self.cpu_addr() + off, data);
+    }
+}
+
+/// A coherent DMA buffer: whole lines, line-aligned. Not `Copy`: [`Machine::free_coherent`]
+/// consumes it, so while a value exists its memory is allocated (and the RAM stays alive even
+/// if the machine is dropped).
+pub struct CoherentBuffer(pub(crate) UncachedRegion);
+
+impl core::ops::Deref for CoherentBuffer {
+    type Target = UncachedRegion;
+    fn deref(&self) -> &UncachedRegion {
+        &self.0
+    }
+}
+
+impl core::ops::DerefMut for CoherentBuffer {
+    fn deref_mut(&mut self) -> &mut UncachedRegion {
+        &mut self.0
     }
 }
 
@@ -85,12 +110,12 @@ impl Machine {
         }
         self.coherent.push((p, n));
         self.note_coherent_alloc();
-        Ok(CoherentBuffer {
-            cpu: NonNull::new(self.ram().ptr(p)).expect("RAM addresses are not null"),
-            dma: DmaAddr(bus),
-            size: n,
-            ram: self.ram().clone(),
-        })
+        Ok(CoherentBuffer(UncachedRegion::new(
+            self.ram(),
+            p,
+            DmaAddr(bus),
+            n,
+        )))
     }
 
     /// `dma_free_coherent`.

@@ -2,60 +2,26 @@
 //! from coherent pages, so that small buffers need neither a line each from kmalloc nor
 //! bouncing.
 
-use crate::coherent::CoherentBuffer;
+use crate::coherent::{CoherentBuffer, UncachedRegion};
 use crate::device::Device;
 use crate::dma_map::{DmaAddr, DmaError, Machine};
-use crate::ram::Ram;
 use alloc::vec::Vec;
-use core::ptr::NonNull;
 
-/// A block of a [`DmaPool`].
-///
-/// # Invariants
-/// `cpu .. cpu + size` is a block of a live page of its pool (coherent, uncached memory of
-/// `ram`); `cpu` carries the region's provenance.
-pub struct PoolBlock {
-    pub(crate) cpu: NonNull<u8>,
-    pub(crate) dma: DmaAddr,
-    pub(crate) size: usize,
-    pub(crate) ram: Ram,
+/// A block of a [`DmaPool`]: uncached memory inside one of its pool's coherent pages, which
+/// stays allocated until [`DmaPool::free`] consumes the block (`destroy` refuses while blocks
+/// are out).
+pub struct PoolBlock(pub(crate) UncachedRegion);
+
+impl core::ops::Deref for PoolBlock {
+    type Target = UncachedRegion;
+    fn deref(&self) -> &UncachedRegion {
+        &self.0
+    }
 }
 
-impl PoolBlock {
-    /// CPU address.
-    pub fn cpu_addr(&self) -> usize {
-        self.cpu.as_ptr() as usize
-    }
-    /// Bus address.
-    pub fn dma_addr(&self) -> DmaAddr {
-        self.dma
-    }
-    /// Block size (the pool's size rounded up to its alignment).
-    pub fn len(&self) -> usize {
-        self.size
-    }
-    /// Never.
-    pub fn is_empty(&self) -> bool {
-        self.size == 0
-    }
-    /// Uncached CPU write at `off`.
-    ///
-    /// # Panics
-    /// If the range leaves the block.
-    pub fn write(&mut self, off: usize, data: &[u8]) {
-        assert!(
-            off + data.len() <= self.size,
-            "write outside the pool block"
-        );
-        self.ram.write(self.cpu_addr() + off, data);
-    }
-    /// Uncached CPU read at `off`.
-    ///
-    /// # Panics
-    /// If the range leaves the block.
-    pub fn read(&self, off: usize, buf: &mut [u8]) {
-        assert!(off + buf.len() <= self.size, "read outside the pool block");
-        self.ram.read(self.cpu_addr() + off, buf);
+impl core::ops::DerefMut for PoolBlock {
+    fn deref_mut(&mut self) -> &mut UncachedRegion {
+        &mut self.0
     }
 }
 
@@ -125,13 +91,12 @@ impl DmaPool {
         }
         let (cpu, dma) = self.free.pop().expect("refilled above");
         self.live += 1;
-        let ram = self.pages[0].ram.clone();
-        Ok(PoolBlock {
-            cpu: NonNull::new(ram.ptr(cpu)).expect("RAM addresses are not null"),
+        Ok(PoolBlock(UncachedRegion::new(
+            &self.pages[0].ram,
+            cpu,
             dma,
-            size: self.block,
-            ram,
-        })
+            self.block,
+        )))
     }
 
     /// `dma_pool_free`.

@@ -1,9 +1,14 @@
 //! `embedded-dma` integration: coherent buffers and pool blocks are `ReadBuffer` /
 //! `WriteBuffer`, so HAL drivers written against those traits can take them.
 
-use crate::coherent::CoherentBuffer;
+use crate::coherent::{CoherentBuffer, UncachedRegion};
 use crate::dma_pool::PoolBlock;
 use embedded_dma::{ReadBuffer, WriteBuffer};
+
+/// The range of an uncached region, as the traits want it.
+fn range(r: &UncachedRegion) -> (*mut u8, usize) {
+    (r.cpu.as_ptr(), r.size)
+}
 
 // SAFETY: the pointer and length are fixed for the value's life (no method changes them), and
 // the memory stays allocated until the buffer is consumed by `free_coherent`, which takes it by
@@ -12,7 +17,8 @@ use embedded_dma::{ReadBuffer, WriteBuffer};
 unsafe impl ReadBuffer for CoherentBuffer {
     type Word = u8;
     unsafe fn read_buffer(&self) -> (*const u8, usize) {
-        (self.cpu.as_ptr(), self.size)
+        let (p, n) = range(self);
+        (p, n)
     }
 }
 
@@ -20,7 +26,7 @@ unsafe impl ReadBuffer for CoherentBuffer {
 unsafe impl WriteBuffer for CoherentBuffer {
     type Word = u8;
     unsafe fn write_buffer(&mut self) -> (*mut u8, usize) {
-        (self.cpu.as_ptr(), self.size)
+        range(self)
     }
 }
 
@@ -30,7 +36,8 @@ unsafe impl WriteBuffer for CoherentBuffer {
 unsafe impl ReadBuffer for PoolBlock {
     type Word = u8;
     unsafe fn read_buffer(&self) -> (*const u8, usize) {
-        (self.cpu.as_ptr(), self.size)
+        let (p, n) = range(self);
+        (p, n)
     }
 }
 
@@ -38,6 +45,6 @@ unsafe impl ReadBuffer for PoolBlock {
 unsafe impl WriteBuffer for PoolBlock {
     type Word = u8;
     unsafe fn write_buffer(&mut self) -> (*mut u8, usize) {
-        (self.cpu.as_ptr(), self.size)
+        range(self)
     }
 }

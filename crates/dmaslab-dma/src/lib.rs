@@ -54,7 +54,7 @@ pub use bounce_rule::{
 };
 pub use cache_model::{Backing, CacheConfig, CacheModel, CacheStats};
 pub use checker::{Checker, Finding, FindingKind, Party, Role};
-pub use coherent::CoherentBuffer;
+pub use coherent::{CoherentBuffer, UncachedRegion};
 pub use device::Device;
 pub use direction::{Direction, FromDeviceMap};
 pub use dma_map::{DmaAddr, DmaError, DmaStats, Machine, MachineConfig, ScatterList, SgEntry};
