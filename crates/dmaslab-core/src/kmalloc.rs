@@ -34,6 +34,18 @@ impl SegmentHint {
         seg: core::ptr::null_mut(),
         gen: 0,
     };
+
+    /// Is the hint's segment the one at `seg_addr`, still registered at generation `gen`?
+    #[inline(always)]
+    fn holds(&self, seg_addr: usize, gen: usize) -> bool {
+        self.seg as usize == seg_addr && self.gen == gen && !self.seg.is_null()
+    }
+
+    /// Has a segment been recorded?
+    #[inline(always)]
+    pub fn is_set(&self) -> bool {
+        !self.seg.is_null()
+    }
 }
 
 /// A cache of a [`Kmalloc`]: its index in the allocator's cache table.
@@ -456,6 +468,47 @@ impl<P: PageSource> Kmalloc<P> {
         unsafe { self.locate_in(seg.as_ptr().cast(), addr) }
     }
 
+    /// The head descriptor and base of the slab of cache `cache` holding `addr`, for a free
+    /// under that cache's lock (which keeps the answer true); `None` if `addr` is in no slab of
+    /// that cache. Skips the segment-map probe as [`locate_hinted`](Self::locate_hinted) does.
+    #[inline]
+    fn slab_of_hinted(
+        &self,
+        addr: usize,
+        cache: u16,
+        hint: &mut SegmentHint,
+    ) -> Option<(*mut PageDesc, *mut u8)> {
+        let seg = self.normal_segment_hinted(addr, hint)?;
+        // SAFETY: `seg` is a live normal segment (hint or map, generation unchanged) and `addr`
+        // lies in it; descriptors are readable, and a slab page's `head`, `kind` and `cache`
+        // change only under its cache's lock, which the caller holds for `cache`.
+        // (Header pages have descriptors of kind `Header`.)
+        unsafe {
+            let i = SegmentHeader::page_index(seg, addr, self.page_shift);
+            let d = SegmentHeader::desc_ptr(seg, i);
+            if !matches!(PageDesc::kind_of(d), PageKind::Slab | PageKind::SlabTail) {
+                return None;
+            }
+            let hi = (*d).head.load(Ordering::Acquire) as usize;
+            let head = SegmentHeader::desc_ptr(seg, hi);
+            if PageDesc::kind_of(head) != PageKind::Slab
+                || (*head).cache.load(Ordering::Acquire) != cache
+            {
+                return None;
+            }
+            Some((head, SegmentHeader::page_ptr(seg, hi, self.page_shift)))
+        }
+    }
+
+    /// Why [`slab_of_hinted`](Self::slab_of_hinted) refused `addr` for cache `cache`.
+    #[cold]
+    fn bulk_free_error(&self, addr: usize, cache: u16) -> FreeError {
+        match self.locate(addr) {
+            Loc::Slab { cache: c, .. } if c != cache => FreeError::WrongCache(addr),
+            _ => FreeError::InvalidPointer(addr),
+        }
+    }
+
     /// [`locate`](Self::locate) in a segment known to be live.
     ///
     /// # Safety
@@ -783,20 +836,7 @@ impl<P: PageSource> Kmalloc<P> {
         if !c.live {
             return 0;
         }
-        let mut n = 0;
-        let req = c.object_size;
-        let mut bad = None;
-        while n < out.len() {
-            match c.alloc(&self.pages, &self.map, req, 0) {
-                Ok(Some(p)) => out[n] = p.as_ptr(),
-                Ok(None) => break,
-                Err(e) => {
-                    bad = Some(e);
-                    break;
-                }
-            }
-            n += 1;
-        }
+        let (n, bad) = c.alloc_bulk(&self.pages, &self.map, out);
         let size = c.size;
         // Release the lock before reporting: a report may allocate.
         drop(c);
@@ -828,31 +868,21 @@ impl<P: PageSource> Kmalloc<P> {
         let size = c.size;
         let mut done = 0;
         let mut res = Ok(());
+        // Neighbouring objects of a magazine mostly share a segment.
+        let mut hint = SegmentHint::NONE;
         for &p in ptrs {
             let addr = p as usize;
-            let head = match self.locate(addr) {
-                Loc::Slab { head, cache, .. } if cache == id.0 => head,
-                Loc::Slab { .. } => {
-                    res = Err((done, FreeError::WrongCache(addr)));
-                    break;
-                }
-                _ => {
-                    res = Err((done, FreeError::InvalidPointer(addr)));
-                    break;
-                }
+            let Some((head, base)) = self.slab_of_hinted(addr, id.0, &mut hint) else {
+                res = Err((done, self.bulk_free_error(addr, id.0)));
+                break;
             };
-            // SAFETY: `kind`/`cache` of a slab head are stable under its cache's lock, which we
-            // hold; checked before the free.
-            let still = unsafe {
-                PageDesc::kind_of(head) == PageKind::Slab
-                    && (*head).cache.load(Ordering::Acquire) == id.0
-            };
-            if !still || !c.live {
+            if !c.live {
                 res = Err((done, FreeError::InvalidPointer(addr)));
                 break;
             }
-            // SAFETY: `head` is a slab of this cache holding `p`; the caller gives `p` up.
-            if let Err(e) = unsafe { c.free(head, p, &self.pages, &self.map, 0) } {
+            // SAFETY: `head` heads a slab of this cache (checked under its lock) at `base`
+            // holding `p`; the caller gives `p` up.
+            if let Err(e) = unsafe { c.free_in(head, base, p, &self.pages, &self.map, 0) } {
                 res = Err((done, e));
                 break;
             }
@@ -889,27 +919,53 @@ impl<P: PageSource> Kmalloc<P> {
     /// the segment-map probe is skipped. Same answers as `cache_of`.
     #[inline]
     pub fn cache_of_hinted(&self, ptr: *const u8, hint: &mut SegmentHint) -> Option<CacheId> {
+        match self.normal_segment_hinted(ptr as usize, hint) {
+            // SAFETY: a live normal segment holding `ptr`.
+            Some(seg) => unsafe { self.slab_cache_in(seg, ptr as usize) },
+            // Huge segments hold no slabs; anything else is no object of ours.
+            None => None,
+        }
+    }
+
+    /// [`cache_of_hinted`](Self::cache_of_hinted) when `hint` holds for `ptr`, else `None`
+    /// without a probe: the inline part of a free fast path, whose caller retries the whole
+    /// lookup on its slow path (which also reports an invalid pointer).
+    #[inline(always)]
+    pub fn cache_of_if_hinted(&self, ptr: *const u8, hint: &SegmentHint) -> Option<CacheId> {
         let addr = ptr as usize;
         let seg_addr = addr & !((1usize << self.seg_shift) - 1);
+        if !hint.holds(seg_addr, self.map.generation()) {
+            return None;
+        }
+        // SAFETY: the hint's segment was a registered normal segment at this generation and
+        // none has been removed since, so it still is; `addr` lies in it.
+        unsafe { self.slab_cache_in(hint.seg.cast(), addr) }
+    }
+
+    /// The live normal segment holding `addr`: the hint's while `addr` lies in it and no
+    /// segment has been given back since the hint was taken (the map's generation), else the
+    /// map's (and the hint is updated). `None` when `addr` is in no normal segment.
+    #[inline]
+    fn normal_segment_hinted(
+        &self,
+        addr: usize,
+        hint: &mut SegmentHint,
+    ) -> Option<*mut SegmentHeader> {
+        let seg_addr = addr & !((1usize << self.seg_shift) - 1);
         let gen = self.map.generation();
-        if hint.seg as usize == seg_addr && hint.gen == gen && !hint.seg.is_null() {
-            // SAFETY: the hint's segment was a registered normal segment at generation `gen`
-            // and no segment has been removed since, so it still is.
-            return unsafe { self.slab_cache_in(hint.seg.cast(), addr) };
+        if hint.holds(seg_addr, gen) {
+            return Some(hint.seg.cast());
         }
-        let seg = self.map.lookup(seg_addr)?;
-        let h = seg.as_ptr().cast::<SegmentHeader>();
+        let seg = self.map.lookup(seg_addr)?.as_ptr().cast::<SegmentHeader>();
         // SAFETY: just found in the map: registered, so readable.
-        unsafe {
-            if SegmentHeader::is_live(h) && (*h).kind == SEG_NORMAL {
-                *hint = SegmentHint {
-                    seg: seg.as_ptr(),
-                    gen,
-                };
-                return self.slab_cache_in(h, addr);
-            }
-            self.cache_of_loc(ptr, self.locate_in(h, addr))
+        if unsafe { !SegmentHeader::is_live(seg) || (*seg).kind != SEG_NORMAL } {
+            return None;
         }
+        *hint = SegmentHint {
+            seg: seg.cast(),
+            gen,
+        };
+        Some(seg)
     }
 
     /// The cache whose slab object starts at `addr` in normal segment `h`: one descriptor (the
@@ -917,7 +973,7 @@ impl<P: PageSource> Kmalloc<P> {
     ///
     /// # Safety
     /// `h` is a live, registered normal segment and `addr` lies in it.
-    #[inline]
+    #[inline(always)]
     unsafe fn slab_cache_in(&self, h: *mut SegmentHeader, addr: usize) -> Option<CacheId> {
         let i = SegmentHeader::page_index(h, addr, self.page_shift);
         // SAFETY: `i` is a page of the segment; every descriptor, 0 included, has a readable
@@ -935,7 +991,7 @@ impl<P: PageSource> Kmalloc<P> {
     }
 
     /// Is `off` (from its slab's base) the start of an object of cache `cache`? Lock-free.
-    #[inline]
+    #[inline(always)]
     fn object_start_of(&self, cache: u16, off: usize) -> Option<CacheId> {
         let i = cache as usize;
         let stride = self.strides.get(i)?.load(Ordering::Relaxed) as usize;

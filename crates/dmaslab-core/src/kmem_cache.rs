@@ -305,6 +305,89 @@ impl KmemCache {
         Ok(Some(obj))
     }
 
+    /// Fills `out` with objects (a magazine refill): each slab's free list is walked in one
+    /// tight loop and the slab moved between lists once, not once per object as
+    /// [`alloc`](Self::alloc) would. Returns how many were taken (fewer when out of memory).
+    /// Debug caches take [`alloc`](Self::alloc) per object (records and poison checks);
+    /// constructors run on every object handed out. A link that does not decode is an error;
+    /// the objects already in `out[..n]` are then the caller's.
+    pub(crate) fn alloc_bulk<P: PageSource>(
+        &mut self,
+        pages: &SpinLock<PageLayer<P>>,
+        map: &SegmentMap,
+        out: &mut [*mut u8],
+    ) -> (usize, Option<FreeError>) {
+        let mut n = 0;
+        if self.debug {
+            while n < out.len() {
+                match self.alloc(pages, map, self.object_size, 0) {
+                    Ok(Some(p)) => out[n] = p.as_ptr(),
+                    Ok(None) => break,
+                    Err(e) => return (n, Some(e)),
+                }
+                n += 1;
+            }
+            return (n, None);
+        }
+        let geom = self.geom();
+        let mut bad = None;
+        while n < out.len() {
+            let slab = if !self.partial.head.is_null() {
+                self.partial.head
+            } else if !self.empty.head.is_null() {
+                let d = self.empty.head;
+                // SAFETY: `d` is on the empty list.
+                unsafe {
+                    self.empty.remove(d);
+                    self.partial.push(d);
+                    (*d).list = LIST_PARTIAL;
+                }
+                d
+            } else {
+                match self.new_slab(pages, map) {
+                    Some(d) => d,
+                    None => break,
+                }
+            };
+            // SAFETY: `slab` is a partial slab of this cache, whose descriptor fields belong to
+            // our lock; every link is decoded (checked) before it is followed.
+            unsafe {
+                let base = self.slab_base(slab);
+                let start = n;
+                let mut next = (*slab).freelist;
+                while next != 0 && n < out.len() {
+                    let slot = base.add(next as usize - 1);
+                    match geom.decode(slot, slot.cast::<usize>().read()) {
+                        Ok(v) => next = v,
+                        Err(c) => {
+                            bad = Some(FreeError::from(c));
+                            break;
+                        }
+                    }
+                    *out.get_unchecked_mut(n) = slot;
+                    n += 1;
+                }
+                (*slab).freelist = next;
+                (*slab).inuse += (n - start) as u16;
+                if next == 0 {
+                    self.partial.remove(slab);
+                    self.full.push(slab);
+                    (*slab).list = LIST_FULL;
+                }
+            }
+            if bad.is_some() {
+                break;
+            }
+        }
+        self.active_objs += n;
+        if let Some(ctor) = self.ctor {
+            for &p in &out[..n] {
+                ctor(NonNull::new(p).expect("objects are inside slabs"));
+            }
+        }
+        (n, bad)
+    }
+
     /// The debug view of object `obj` of the slab at `base`.
     ///
     /// # Safety
@@ -372,10 +455,28 @@ impl KmemCache {
         map: &SegmentMap,
         site: u16,
     ) -> Result<(), FreeError> {
+        // SAFETY: `d` heads a slab of this cache (caller).
+        unsafe { self.free_in(d, self.slab_base(d), obj, pages, map, site) }
+    }
+
+    /// [`free`](Self::free) with the slab's base already known (the bulk free computes it from
+    /// the page index).
+    ///
+    /// # Safety
+    /// As for [`free`](Self::free); `base` is the first byte of the slab `d` heads.
+    #[inline]
+    pub(crate) unsafe fn free_in<P: PageSource>(
+        &mut self,
+        d: *mut PageDesc,
+        base: *mut u8,
+        obj: *mut u8,
+        pages: &SpinLock<PageLayer<P>>,
+        map: &SegmentMap,
+        site: u16,
+    ) -> Result<(), FreeError> {
         let geom = self.geom();
-        // SAFETY: `d` heads a slab of this cache (caller); we hold the cache lock.
+        // SAFETY: `d` heads a slab of this cache at `base` (caller); we hold the cache lock.
         unsafe {
-            let base = self.slab_base(d);
             let off = obj as usize - base as usize;
             if !geom.is_object_start(off) {
                 return Err(FreeError::InvalidPointer(obj as usize));

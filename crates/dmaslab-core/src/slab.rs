@@ -31,7 +31,7 @@ impl SlabGeom {
     }
 
     #[inline]
-    fn decode(&self, slot: *mut u8, word: usize) -> Result<u32, Corrupt> {
+    pub(crate) fn decode(&self, slot: *mut u8, word: usize) -> Result<u32, Corrupt> {
         let v = word ^ self.secret ^ slot as usize;
         if v == 0 || (v - 1 < self.objects * self.size && self.div.divides(v - 1)) {
             Ok(v as u32)

@@ -345,3 +345,28 @@ fn hinted_lookup_agrees_with_the_map_and_forgets_released_segments() {
     // The hint names a segment that is gone: the lookup must not trust it.
     assert_eq!(k.cache_of_hinted(stale, &mut hint), None);
 }
+
+#[test]
+fn a_free_object_written_after_free_is_caught_by_the_next_refill() {
+    let mut mem = region(4 << 20);
+    let k = kmalloc(&mut mem, Policy::C, 64);
+    let c = k.kmalloc_cache(64, Gfp::KERNEL).unwrap();
+    let mut objs = [std::ptr::null_mut(); 8];
+    assert_eq!(k.kmem_cache_alloc_bulk(c, &mut objs), 8);
+    // SAFETY: live objects of `c`, freed once.
+    unsafe { k.kmem_cache_free_bulk(c, &objs) }.unwrap();
+    // The last one freed heads its slab's free list; a use after free overwrites its link.
+    let victim = objs[7];
+    // SAFETY: deliberate misuse of memory that stays mapped inside the arena.
+    unsafe { victim.cast::<usize>().write(0x4141_4141_4141_4141) };
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut again = [std::ptr::null_mut(); 8];
+        k.kmem_cache_alloc_bulk(c, &mut again)
+    }));
+    let msg = r.expect_err("the refill must not follow a forged link");
+    let msg = msg
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .unwrap_or_default();
+    assert!(msg.contains("corrupted free list"), "{msg}");
+}

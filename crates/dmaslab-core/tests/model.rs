@@ -16,6 +16,16 @@ enum Op {
     },
     Free(usize),
     Realloc(usize, usize),
+    /// `kmem_cache_alloc_bulk` of `n` objects from the kmalloc cache for `size`.
+    AllocBulk {
+        size: usize,
+        n: usize,
+    },
+    /// `kmem_cache_free_bulk` of up to `n` live objects sharing the cache of live object `i`.
+    FreeBulk {
+        i: usize,
+        n: usize,
+    },
 }
 
 fn size_strategy() -> impl Strategy<Value = usize> {
@@ -33,6 +43,8 @@ fn op_strategy() -> impl Strategy<Value = Op> {
             .prop_map(|(size, align_log, dma)| Op::Alloc { size, align_log, dma }),
         3 => any::<usize>().prop_map(Op::Free),
         1 => (any::<usize>(), size_strategy()).prop_map(|(i, s)| Op::Realloc(i, s)),
+        1 => (1usize..=8192, 1usize..=70).prop_map(|(size, n)| Op::AllocBulk { size, n }),
+        1 => (any::<usize>(), 1usize..=70).prop_map(|(i, n)| Op::FreeBulk { i, n }),
     ]
 }
 
@@ -141,6 +153,44 @@ fn run_mode(policy: Policy, line: usize, debug: bool, ops: &[Op]) {
                 check_placement(&k, &l, 1, false);
                 fill(&l);
                 live[idx] = l;
+            }
+            Op::AllocBulk { size, n } => {
+                let Some(c) = k.kmalloc_cache(size, Gfp::KERNEL) else {
+                    continue;
+                };
+                let mut out = vec![std::ptr::null_mut(); n];
+                let got = k.kmem_cache_alloc_bulk(c, &mut out);
+                for &p in &out[..got] {
+                    fills = fills.wrapping_add(1);
+                    let l = Live {
+                        ptr: p,
+                        size,
+                        ksize: k.ksize(p).expect("ksize of live"),
+                        fill: fills,
+                    };
+                    assert_eq!(k.cache_of(p), Some(c), "bulk object of another cache");
+                    check_placement(&k, &l, 1, false);
+                    fill(&l);
+                    live.push(l);
+                }
+            }
+            Op::FreeBulk { i, n } if !live.is_empty() => {
+                let Some(c) = k.cache_of(live[i % live.len()].ptr) else {
+                    continue;
+                };
+                let mut group = Vec::new();
+                let mut j = 0;
+                while j < live.len() && group.len() < n {
+                    if k.cache_of(live[j].ptr) == Some(c) {
+                        let l = live.swap_remove(j);
+                        check_contents(&l);
+                        group.push(l.ptr);
+                    } else {
+                        j += 1;
+                    }
+                }
+                // SAFETY: each is a live object of `c`, dropped from the model.
+                unsafe { k.kmem_cache_free_bulk(c, &group) }.expect("bulk free of live objects");
             }
             _ => {}
         }
