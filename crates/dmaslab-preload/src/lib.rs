@@ -26,7 +26,7 @@
 
 use core::ffi::c_void;
 use core::ptr;
-use dmaslab_heap::heap;
+use dmaslab_heap::{fast_free, fast_malloc, heap};
 
 mod trace;
 
@@ -155,17 +155,44 @@ with_site! {
     fn pvalloc(size: usize) -> *mut c_void => pvalloc_at, "rsi"
 }
 
+/// `malloc`: the thread's magazine when it can ([`fast_malloc`]; no errno, no trace hook:
+/// tracing turns magazines off), else the whole path.
+///
 /// # Safety
 /// None beyond C's.
 unsafe extern "C" fn malloc_at(size: usize, site: usize) -> *mut c_void {
+    match fast_malloc(size) {
+        Some(p) => p.as_ptr().cast(),
+        None => malloc_slow(size, site),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn malloc_slow(size: usize, site: usize) -> *mut c_void {
     let p = enomem_if_null(heap().malloc_at(size, site));
     trace::record(trace::MALLOC, size, 0, p);
     p
 }
 
+/// `free`: into the thread's magazine when it can ([`fast_free`]), else the whole path.
+///
 /// # Safety
 /// `p` is null or a live allocation of this library.
 unsafe extern "C" fn free_at(p: *mut c_void, site: usize) {
+    // SAFETY: the C contract of free.
+    if unsafe { fast_free(p.cast()) } {
+        return;
+    }
+    // SAFETY: as above.
+    unsafe { free_slow(p, site) }
+}
+
+/// # Safety
+/// As for [`free_at`].
+#[cold]
+#[inline(never)]
+unsafe fn free_slow(p: *mut c_void, site: usize) {
     if p.is_null() {
         return;
     }

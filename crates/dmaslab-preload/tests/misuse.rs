@@ -1,6 +1,7 @@
 //! Misuse under the preload, each case in its own child process: it must die by `SIGABRT` with
 //! one `dmaslab: ...` line naming the problem and the address — in normal mode where the cheap
-//! checks promise it (double free in the magazine and at the free-list head, invalid frees), and
+//! checks promise it (double free of the thread's recent object, on the magazine's top and at the
+//! free-list head, invalid frees), and
 //! in debug mode (`DMASLAB_DEBUG=1`) for all of them plus use after free and red-zone overflow,
 //! whose reports also name the cache, the object and both call sites.
 
@@ -31,25 +32,35 @@ int main(int argc, char **argv) {
     const char *what = argc > 1 ? argv[1] : "";
 
     if (!strcmp(what, "magazine_double")) {
+        /* free(p), free(p): p is the thread's recent object at the second free. */
         char *p = malloc(64);
         show("bad", p);
         free(p);
         free(p);
-    } else if (!strcmp(what, "list_head_double")) {
-        /* free(p), free(q), free(p): the top-of-magazine compare sees q, not p. The magazine
-           holding p, q, p reaches the slabs once the depot is full: p goes to the head of its
-           slab's free list, q to another slab, and p again is caught at the head. p's slab
-           neighbours (a[1..15]) stay allocated so its slab is not released in between. */
-        enum { N = 1200, SZ = 8000 };
-        static void *a[N];
-        for (int i = 0; i < N; i++) a[i] = malloc(SZ);
-        for (int i = 16; i < N / 2; i++) free(a[i]);
-        void *p = a[0], *q = a[N - 1];
+    } else if (!strcmp(what, "magazine_top_double")) {
+        /* free(p), free(q), free(p): q is the recent object, p on top of the magazine. */
+        char *p = malloc(64), *q = malloc(64);
         show("bad", p);
         free(p);
         free(q);
         free(p);
-        for (int i = N / 2; i < N - 1; i++) free(a[i]);
+    } else if (!strcmp(what, "list_head_double")) {
+        /* free(p), free(q), free(r), free(p): neither the recent object (r) nor the magazine's
+           top (q) is p. The magazine holding p, q, r, p reaches the slabs once the depot is
+           full: p goes to the head of its slab's free list, q and r to other slabs, and p again
+           is caught at the head. p's slab neighbours (a[1..15]) stay allocated so its slab is
+           not released in between. */
+        enum { N = 1200, SZ = 8000 };
+        static void *a[N];
+        for (int i = 0; i < N; i++) a[i] = malloc(SZ);
+        for (int i = 16; i < N / 2; i++) free(a[i]);
+        void *p = a[0], *q = a[N - 1], *r = a[N - 2];
+        show("bad", p);
+        free(p);
+        free(q);
+        free(r);
+        free(p);
+        for (int i = N / 2; i < N - 2; i++) free(a[i]);
     } else if (!strcmp(what, "stack")) {
         long x[4] = {0};
         show("bad", x);
@@ -132,9 +143,14 @@ struct Case {
     normal: bool,
 }
 
-const CASES: [Case; 11] = [
+const CASES: [Case; 12] = [
     Case {
         name: "magazine_double",
+        prefix: "dmaslab: double free of 0x",
+        normal: true,
+    },
+    Case {
+        name: "magazine_top_double",
         prefix: "dmaslab: double free of 0x",
         normal: true,
     },
@@ -308,7 +324,7 @@ fn every_misuse_in_debug_mode_aborts_naming_cache_object_and_call_sites() {
             show(&o)
         );
         match case.name {
-            "magazine_double" | "list_head_double" => {
+            "magazine_double" | "magazine_top_double" | "list_head_double" => {
                 // The full check: at the second free, with the first free's site.
                 check_debug_details(&line, &o, case.name, bad);
             }

@@ -45,6 +45,9 @@ pub struct Settings {
     /// Debug mode (`DMASLAB_DEBUG=1`): red zones, poison, full double-free checks and call
     /// sites in the core; magazines are bypassed so every operation is checked.
     pub debug: bool,
+    /// `DMASLAB_TRACE` is set: `libdmaslab.so` records every call, which its fast paths have no
+    /// hook for, so the process-wide heap runs without thread magazines.
+    pub trace: bool,
 }
 
 impl Default for Settings {
@@ -54,6 +57,7 @@ impl Default for Settings {
             dma_minalign: 64,
             stats: StatsTarget::None,
             debug: false,
+            trace: false,
         }
     }
 }
@@ -146,6 +150,7 @@ impl Settings {
                 None => warn("DMASLAB_STATS", v, "no statistics"),
             }
         }
+        s.trace = getenv(c"DMASLAB_TRACE").is_some();
         if let Some(v) = getenv(c"DMASLAB_DEBUG") {
             match parse_debug(v) {
                 Some(d) => s.debug = d,

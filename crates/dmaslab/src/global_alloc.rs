@@ -9,6 +9,7 @@
 //! }
 //! ```
 
+use crate::fast_path::{fast_free, fast_malloc};
 use crate::heap::heap;
 use core::alloc::{GlobalAlloc, Layout};
 
@@ -23,7 +24,10 @@ unsafe impl GlobalAlloc for DmaSlab {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if layout.align() <= 8 {
-            heap().malloc(layout.size())
+            match fast_malloc(layout.size()) {
+                Some(p) => p.as_ptr(),
+                None => heap().malloc(layout.size()),
+            }
         } else {
             heap().malloc_aligned(layout.size(), layout.align())
         }
@@ -32,7 +36,11 @@ unsafe impl GlobalAlloc for DmaSlab {
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
         // SAFETY: `ptr` came from `alloc`/`realloc` of this allocator (GlobalAlloc contract).
-        unsafe { heap().free(ptr) }
+        unsafe {
+            if !fast_free(ptr) {
+                heap().free(ptr)
+            }
+        }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {

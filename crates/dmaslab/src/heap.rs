@@ -36,6 +36,7 @@
 
 use crate::config::{Settings, StatsTarget};
 use crate::depot::{Depot, DepotLists};
+use crate::fast_path;
 use crate::magazine::{capacity_for, Magazine, MAG_BYTES_SELF};
 use crate::sys::{self, FdWriter, FixedBuf};
 use core::cell::UnsafeCell;
@@ -49,8 +50,8 @@ use dmaslab_core::{
 
 /// Requests up to this size are served from slab caches through magazines.
 pub const SMALL_MAX: usize = 8192;
-const TABLE_LEN: usize = SMALL_MAX / 8 + 1;
-const NO_CLASS: u8 = u8::MAX;
+pub(crate) const TABLE_LEN: usize = SMALL_MAX / 8 + 1;
+pub(crate) const NO_CLASS: u8 = u8::MAX;
 
 /// Alignment `malloc` guarantees for requests of 16 bytes and more (glibc's on x86-64); an
 /// 8-byte request gets 8.
@@ -65,11 +66,17 @@ const DEAD: u8 = 2;
 /// # Invariants
 /// Each non-null pointer is a magazine owned by this thread, of the cache with that index.
 /// Only the owning thread reads or writes the structure.
-struct ThreadCache {
-    loaded: [*mut Magazine; MAX_CACHES],
+pub(crate) struct ThreadCache {
+    pub(crate) loaded: [*mut Magazine; MAX_CACHES],
     prev: [*mut Magazine; MAX_CACHES],
     /// The segment this thread last freed into: spares the free path the segment-map probe.
-    seg_hint: SegmentHint,
+    /// Set only by the process-wide heap (see [`crate::fast_path`]).
+    pub(crate) seg_hint: SegmentHint,
+    /// The object this thread freed last through the fast path, of cache `recent_x`
+    /// (`NO_CLASS`: none): the next `malloc` of that cache takes it back without touching a
+    /// magazine (see [`crate::fast_path`]). Owned by the thread like a magazine's objects.
+    pub(crate) recent: *mut u8,
+    pub(crate) recent_x: u8,
     state: u8,
 }
 
@@ -78,6 +85,8 @@ impl ThreadCache {
         loaded: [ptr::null_mut(); MAX_CACHES],
         prev: [ptr::null_mut(); MAX_CACHES],
         seg_hint: SegmentHint::NONE,
+        recent: ptr::null_mut(),
+        recent_x: NO_CLASS,
         state: FRESH,
     };
 }
@@ -123,17 +132,33 @@ fn learn_tls_offset() {
 }
 
 #[inline(always)]
-fn tcache() -> *mut ThreadCache {
+pub(crate) fn tcache() -> *mut ThreadCache {
+    match tcache_fast() {
+        Some(tc) => tc,
+        None => TCACHE.with(|c| c.get()),
+    }
+}
+
+/// This thread's cache when finding it takes no call: on x86-64 Linux once `TLS_OFFSET` is
+/// known (`None` before, and when the library's TLS is not static); elsewhere always. The fast
+/// paths ([`crate::fast_path`]) give up on `None`, so they never call `__tls_get_addr` and
+/// need no stack frame.
+#[inline(always)]
+pub(crate) fn tcache_fast() -> Option<*mut ThreadCache> {
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
     {
         let off = TLS_OFFSET.load(Ordering::Relaxed);
-        if off != 0 {
-            return core::ptr::with_exposed_provenance_mut(
-                thread_pointer().wrapping_add_signed(off),
-            );
+        if off == 0 {
+            return None;
         }
+        Some(core::ptr::with_exposed_provenance_mut(
+            thread_pointer().wrapping_add_signed(off),
+        ))
     }
-    TCACHE.with(|c| c.get())
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+    {
+        Some(TCACHE.with(|c| c.get()))
+    }
 }
 
 /// The heap.
@@ -153,8 +178,12 @@ pub struct Heap {
     mag_cap: [u8; MAX_CACHES],
     depots: [Depot; MAX_CACHES],
     exit_key: Option<libc::pthread_key_t>,
-    /// Debug mode: the tables are empty and no thread has magazines.
+    /// Debug mode (the core checks every operation).
     debug: bool,
+    /// Threads cache objects of this heap in magazines: only the process-wide heap outside
+    /// debug mode and tracing (the thread caches are per thread, not per heap). Otherwise the
+    /// size tables are empty and every call goes to the core.
+    magazines: bool,
 }
 
 // SAFETY: every shared part is behind a lock (depots, core caches) or read-only after
@@ -186,8 +215,16 @@ fn fatal(msg: &str) -> ! {
 }
 
 impl Heap {
-    /// Builds a heap with `settings` (does not allocate through `malloc`).
+    /// Builds a standalone heap with `settings` (does not allocate through `malloc`). Thread
+    /// magazines belong to the process-wide heap ([`heap`]), so a standalone heap sends every
+    /// call to its core allocator: correct, and as slow as the core's locks.
     pub fn new(settings: Settings) -> Heap {
+        Heap::build(settings, false)
+    }
+
+    /// Builds a heap; `magazines`: it is the process-wide heap and may use thread magazines.
+    fn build(settings: Settings, magazines: bool) -> Heap {
+        let magazines = magazines && !settings.debug && !settings.trace;
         let config = Config::new(settings.policy)
             .dma_minalign(settings.dma_minalign)
             .secret(sys::random_u64() as usize | 1)
@@ -207,6 +244,7 @@ impl Heap {
             depots: [const { Depot::new(DepotLists::NEW) }; MAX_CACHES],
             exit_key: None,
             debug: settings.debug,
+            magazines,
         };
         for i in 0..TABLE_LEN {
             let size = (i * 8).max(1);
@@ -217,8 +255,8 @@ impl Heap {
                     h.ids[x] = Some(id);
                     h.obj_size[x] = osz as u32;
                     h.mag_cap[x] = capacity_for(osz) as u8;
-                    if settings.debug {
-                        // Debug mode: every request takes the cold path into the core.
+                    if !magazines {
+                        // Every request takes the cold path into the core.
                     } else if dma {
                         h.dma_table[i] = x as u8;
                     } else {
@@ -279,6 +317,11 @@ impl Heap {
     /// Is debug mode on?
     pub fn debug(&self) -> bool {
         self.debug
+    }
+
+    /// Do threads cache this heap's objects in magazines (see [`Heap::new`])?
+    pub fn magazines(&self) -> bool {
+        self.magazines
     }
 
     /// Allocates a DMA-safe buffer: it shares no cache line (`dma_minalign`) with anything
@@ -362,6 +405,10 @@ impl Heap {
         if ptr.is_null() {
             return;
         }
+        if !self.magazines {
+            // SAFETY: forwarded from the caller.
+            return unsafe { self.free_direct(ptr, site) };
+        }
         let tc = tcache();
         // SAFETY: the thread cache is this thread's own (type invariant).
         let hint = unsafe { &mut (*tc).seg_hint };
@@ -374,8 +421,9 @@ impl Heap {
                     let m = (*tc).loaded[x];
                     if !m.is_null() {
                         // The object on top is free (the last one freed, if this thread freed
-                        // one since it last allocated): freeing it again is a double free.
-                        if Magazine::top(m) == ptr {
+                        // one since it last allocated): freeing it again is a double free. So
+                        // is the fast path's `recent` object.
+                        if Magazine::top(m) == ptr || (*tc).recent == ptr {
                             bad_free(FreeError::DoubleFree(ptr as usize));
                         }
                         let n = (*m).count;
@@ -626,7 +674,7 @@ impl Heap {
     #[cold]
     #[inline(never)]
     unsafe fn free_slow(&self, x: usize, ptr: *mut u8, site: usize) {
-        if self.debug {
+        if !self.magazines {
             // SAFETY: forwarded from the caller.
             return unsafe { self.free_direct(ptr, site) };
         }
@@ -687,6 +735,18 @@ impl Heap {
     /// to the core. Called by the thread-exit hook; harmless to call more than once.
     pub fn flush_thread(&self) {
         let tc = tcache();
+        // SAFETY: this thread's cache; the recent object is ours, of cache `recent_x`.
+        unsafe {
+            let rx = (*tc).recent_x;
+            if rx != NO_CLASS {
+                let p = (*tc).recent;
+                (*tc).recent_x = NO_CLASS;
+                (*tc).recent = ptr::null_mut();
+                if let Err(e) = self.core.kmem_cache_free(self.id(rx as usize), p) {
+                    bad_free(e);
+                }
+            }
+        }
         for x in 0..MAX_CACHES {
             // SAFETY: this thread's cache; each magazine is ours to hand over.
             unsafe {
@@ -895,6 +955,16 @@ pub fn heap() -> &'static Heap {
     init_heap()
 }
 
+/// The process-wide heap, known to be built.
+///
+/// # Safety
+/// [`heap`] has returned (in any thread) before this call.
+#[inline(always)]
+pub(crate) unsafe fn heap_unchecked() -> &'static Heap {
+    // SAFETY: built (caller), and never mutated again (invariant of `HEAP`).
+    unsafe { (*HEAP.0.get()).assume_init_ref() }
+}
+
 /// The heap if it has been built.
 pub fn try_heap() -> Option<&'static Heap> {
     // SAFETY: as in `heap`.
@@ -907,10 +977,11 @@ fn init_heap() -> &'static Heap {
     loop {
         match STATE.compare_exchange(UNINIT, BUSY, Ordering::Acquire, Ordering::Acquire) {
             Ok(_) => {
-                let h = Heap::new(Settings::from_env());
+                let h = Heap::build(Settings::from_env(), true);
                 learn_tls_offset();
                 // SAFETY: we won the race; nobody reads the slot before `READY`.
-                unsafe { (*HEAP.0.get()).write(h) };
+                let h = unsafe { (*HEAP.0.get()).write(h) };
+                fast_path::publish(&h.kmalloc_table);
                 STATE.store(READY, Ordering::Release);
                 break;
             }

@@ -15,6 +15,7 @@
 pub mod config;
 pub mod depot;
 mod dma_alloc;
+pub mod fast_path;
 mod global_alloc;
 pub mod heap;
 pub mod magazine;
@@ -23,5 +24,6 @@ pub mod sys;
 pub use config::{Settings, StatsTarget};
 pub use dma_alloc::DmaAlloc;
 pub use dmaslab_core::{Policy, Totals};
+pub use fast_path::{fast_free, fast_malloc};
 pub use global_alloc::DmaSlab;
 pub use heap::{heap, try_heap, Heap};
