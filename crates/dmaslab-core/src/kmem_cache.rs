@@ -279,7 +279,7 @@ impl KmemCache {
         let obj = unsafe {
             let base = self.slab_base(slab);
             let obj = geom.pop(slab, base)?;
-            if (*slab).freelist == 0 {
+            if !geom.has_free(slab) {
                 self.partial.remove(slab);
                 self.full.push(slab);
                 (*slab).list = LIST_FULL;
@@ -368,8 +368,18 @@ impl KmemCache {
                     n += 1;
                 }
                 (*slab).freelist = next;
+                if bad.is_none() {
+                    // Then the fresh objects, untouched until their new owner writes them.
+                    let mut fresh = (*slab).fresh as usize;
+                    while fresh < geom.objects && n < out.len() {
+                        *out.get_unchecked_mut(n) = base.add(fresh * geom.size);
+                        fresh += 1;
+                        n += 1;
+                    }
+                    (*slab).fresh = fresh as u16;
+                }
                 (*slab).inuse += (n - start) as u16;
-                if next == 0 {
+                if !geom.has_free(slab) {
                     self.partial.remove(slab);
                     self.full.push(slab);
                     (*slab).list = LIST_FULL;
@@ -430,11 +440,13 @@ impl KmemCache {
         unsafe {
             let d = SegmentHeader::desc_ptr(seg, i);
             let base = SegmentHeader::page_ptr(seg, i, self.page_shift);
-            geom.init(d, base);
             if self.debug {
+                geom.init(d, base);
                 for k in 0..self.objects {
                     self.object_ref(base, base.add(k * self.size)).init();
                 }
+            } else {
+                geom.init_lazy(d);
             }
             (*d).list = LIST_PARTIAL;
             self.partial.push(d);
@@ -485,6 +497,10 @@ impl KmemCache {
                 self.object_ref(base, obj)
                     .on_free(site)
                     .map_err(FreeError::Found)?;
+            }
+            if !geom.was_used(d, off) {
+                // Never handed out: not an allocation.
+                return Err(FreeError::InvalidPointer(obj as usize));
             }
             if (*d).freelist as usize == off + 1 || (*d).inuse == 0 {
                 return Err(FreeError::DoubleFree(obj as usize));

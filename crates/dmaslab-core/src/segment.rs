@@ -51,8 +51,9 @@ impl PageKind {
 ///   the page-layer lock are held, so holding either makes them stable; they are atomics so that
 ///   a lookup may read them before it knows which lock to take.
 /// - For a `Slab` head, `link` chains the slab on one of its cache's lists (`list` says which),
-///   `link.order` is the slab order, `objects`/`inuse` count its objects, and `freelist` is the
-///   offset + 1 of the first free object (0: none); those fields belong to the cache lock.
+///   `link.order` is the slab order, `inuse` counts its objects in use, `freelist` is the
+///   offset + 1 of the first object on its free list (0: none) and `fresh` the index of its
+///   first never-used object; those fields belong to the cache lock.
 /// - For `Free` pages and `Large` runs, `link` belongs to the page-layer lock (buddy lists;
 ///   `link.order` is the run's order while allocated).
 #[repr(C)]
@@ -62,7 +63,8 @@ pub(crate) struct PageDesc {
     pub(crate) list: u8,
     pub(crate) cache: AtomicU16,
     pub(crate) inuse: u16,
-    pub(crate) objects: u16,
+    /// Slab head: objects from this index on were never handed out (see `slab.rs`).
+    pub(crate) fresh: u16,
     pub(crate) head: AtomicU32,
     pub(crate) freelist: u32,
 }
@@ -76,7 +78,7 @@ impl PageDesc {
             list: 0,
             cache: AtomicU16::new(0),
             inuse: 0,
-            objects: 0,
+            fresh: 0,
             head: AtomicU32::new(i as u32),
             freelist: 0,
         }

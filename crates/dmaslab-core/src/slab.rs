@@ -1,5 +1,10 @@
 //! A slab: a run of pages cut into equal objects at `base + i * size`, with an in-object free list.
 //!
+//! The free list is built lazily: a new slab's objects are all *fresh* (index `fresh` and up,
+//! never handed out, never written), and objects come from the free list first, then from
+//! `fresh`. A new slab thus costs no pass over its memory, and its pages are first touched by
+//! whoever uses the objects. (Debug slabs are built whole: their objects carry poison.)
+//!
 //! Free objects hold the link to the next free object in their first word, stored *encoded*:
 //! `(next_offset + 1) ^ secret ^ own_address`. A use-after-free write therefore cannot steer the
 //! allocator to an address of the attacker's choice: a decoded link that is not the offset of an
@@ -40,7 +45,20 @@ impl SlabGeom {
         }
     }
 
-    /// Builds the free list of a fresh slab at `base`, lowest address first.
+    /// Sets up a new slab at `base` with every object fresh; writes nothing in the slab.
+    ///
+    /// # Safety
+    /// `desc` is the slab's head descriptor, owned by the caller's cache lock.
+    pub(crate) unsafe fn init_lazy(&self, desc: *mut PageDesc) {
+        // SAFETY: the descriptor is ours under the cache lock (caller); fields only.
+        unsafe {
+            (*desc).freelist = 0;
+            (*desc).inuse = 0;
+            (*desc).fresh = 0;
+        }
+    }
+
+    /// Builds the whole free list of a new slab at `base`, lowest address first (debug slabs).
     ///
     /// # Safety
     /// `desc` is the slab's head descriptor, owned by the caller's cache lock; `base` points to
@@ -62,11 +80,31 @@ impl SlabGeom {
         unsafe {
             (*desc).freelist = 1;
             (*desc).inuse = 0;
-            (*desc).objects = self.objects as u16;
+            (*desc).fresh = self.objects as u16;
         }
     }
 
-    /// Pops the first free object.
+    /// Does the slab have a free object (on its list or fresh)?
+    ///
+    /// # Safety
+    /// `desc` is a slab head descriptor owned by the caller's cache lock.
+    #[inline]
+    pub(crate) unsafe fn has_free(&self, desc: *const PageDesc) -> bool {
+        // SAFETY: fields owned by the caller's lock.
+        unsafe { (*desc).freelist != 0 || ((*desc).fresh as usize) < self.objects }
+    }
+
+    /// Has the object at `off` ever been handed out (is it below `fresh`)?
+    ///
+    /// # Safety
+    /// As for [`has_free`](Self::has_free).
+    #[inline]
+    pub(crate) unsafe fn was_used(&self, desc: *const PageDesc, off: usize) -> bool {
+        // SAFETY: fields owned by the caller's lock.
+        off < unsafe { (*desc).fresh as usize } * self.size
+    }
+
+    /// Pops the first free object: the free list's head, else the first fresh one.
     ///
     /// # Safety
     /// `desc` describes the slab at `base` with this geometry, is owned by the caller's cache
@@ -78,9 +116,16 @@ impl SlabGeom {
         base: *mut u8,
     ) -> Result<*mut u8, Corrupt> {
         // SAFETY: the free list holds offsets of objects of this slab (decode checks each link);
-        // the descriptor's plain fields belong to the cache lock (caller).
+        // a fresh index is below `objects`; the descriptor's plain fields belong to the cache
+        // lock (caller).
         unsafe {
-            debug_assert!((*desc).freelist != 0);
+            if (*desc).freelist == 0 {
+                let i = (*desc).fresh as usize;
+                debug_assert!(i < self.objects);
+                (*desc).fresh += 1;
+                (*desc).inuse += 1;
+                return Ok(base.add(i * self.size));
+            }
             let slot = base.add((*desc).freelist as usize - 1);
             let next = self.decode(slot, slot.cast::<usize>().read())?;
             (*desc).freelist = next;
@@ -106,7 +151,8 @@ impl SlabGeom {
         }
     }
 
-    /// Is the object at `off` on the free list? Walks the list: O(objects).
+    /// Is the object at `off` free (on the free list, or fresh)? Walks the list: O(objects).
+    /// `off = usize::MAX` only checks that the list decodes.
     ///
     /// # Safety
     /// As for [`pop`](Self::pop), without needing a free object.
@@ -132,7 +178,8 @@ impl SlabGeom {
             let slot = unsafe { base.add(cur as usize - 1) };
             cur = self.decode(slot, unsafe { slot.cast::<usize>().read() })?;
         }
-        Ok(false)
+        // SAFETY: as above.
+        Ok(off != usize::MAX && !unsafe { self.was_used(desc, off) })
     }
 
     /// Is `off` the start of an object of this slab?

@@ -370,3 +370,33 @@ fn a_free_object_written_after_free_is_caught_by_the_next_refill() {
         .unwrap_or_default();
     assert!(msg.contains("corrupted free list"), "{msg}");
 }
+
+#[test]
+fn freeing_a_slot_never_handed_out_is_an_invalid_free() {
+    let mut mem = region(4 << 20);
+    let k = kmalloc(&mut mem, Policy::C, 64);
+    let a = k.kmalloc(64, Gfp::KERNEL).unwrap().as_ptr();
+    // The next slot of a's new slab is fresh: never handed out, never written.
+    let next = a.wrapping_add(64);
+    assert_eq!(
+        k.cache_of(next),
+        k.cache_of(a),
+        "an object start of the same cache"
+    );
+    // SAFETY: `next` is no allocation; the free must be refused without touching anything.
+    assert_eq!(
+        unsafe { k.kfree(next) },
+        Err(FreeError::InvalidPointer(next as usize))
+    );
+    let b = k.kmalloc(64, Gfp::KERNEL).unwrap().as_ptr();
+    assert_eq!(
+        b, next,
+        "the refused slot is still the slab's next fresh object"
+    );
+    // SAFETY: both live, freed once.
+    unsafe {
+        k.kfree(a).unwrap();
+        k.kfree(b).unwrap();
+    }
+    assert_eq!(k.totals().live_allocations, 0);
+}
