@@ -667,8 +667,23 @@ impl<P: PageSource> Kmalloc<P> {
     /// of a live allocation's slot of this allocator (slab objects are not checked for being
     /// free: that costs a free-list walk; see [`owner_of`](Self::owner_of)).
     pub fn ksize(&self, ptr: *const u8) -> Option<usize> {
+        self.ksize_at(ptr as usize, self.locate(ptr as usize))
+    }
+
+    /// [`ksize`](Self::ksize) with a caller-kept segment hint (see
+    /// [`cache_of_hinted`](Self::cache_of_hinted)): no segment-map probe while the hint holds.
+    pub fn ksize_hinted(&self, ptr: *const u8, hint: &mut SegmentHint) -> Option<usize> {
         let addr = ptr as usize;
-        match self.locate(addr) {
+        let loc = match self.normal_segment_hinted(addr, hint) {
+            // SAFETY: a live normal segment holding `addr`.
+            Some(seg) => unsafe { self.locate_in(seg, addr) },
+            None => self.locate(addr),
+        };
+        self.ksize_at(addr, loc)
+    }
+
+    fn ksize_at(&self, addr: usize, loc: Loc) -> Option<usize> {
+        match loc {
             Loc::Slab { head, cache, .. } => {
                 let c = self.lock_slab(head, cache)?;
                 // SAFETY: `head` heads a slab of this cache (checked under its lock).

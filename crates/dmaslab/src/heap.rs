@@ -463,6 +463,16 @@ impl Heap {
             // The size asked for: the rest of the slot is red zone.
             return self.core.usable_size(ptr).unwrap_or(0);
         }
+        if self.magazines {
+            // The process-wide heap: the thread's segment hint spares the map probe (realloc
+            // asks this on every call).
+            // SAFETY: this thread's cache.
+            let hint = unsafe { &mut (*tcache()).seg_hint };
+            return match self.core.cache_of_hinted(ptr, hint) {
+                Some(id) => self.obj_size[id.index()] as usize,
+                None => self.core.ksize_hinted(ptr, hint).unwrap_or(0),
+            };
+        }
         match self.core.cache_of(ptr) {
             Some(id) => self.obj_size[id.index()] as usize,
             None => self.core.ksize(ptr).unwrap_or(0),
