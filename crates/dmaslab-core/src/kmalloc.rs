@@ -20,31 +20,46 @@ use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 pub const MAX_CACHES: usize = 64;
 const NO_CACHE: u16 = u16::MAX;
 
-/// A per-thread memo for [`Kmalloc::cache_of_hinted`]: the last segment a free landed in, and
-/// the segment map's generation when it was looked up.
+/// Entries of a [`SegmentHint`].
+pub const HINT_SLOTS: usize = 64;
+
+/// A per-thread memo for [`Kmalloc::cache_of_hinted`]: a direct-mapped table of normal
+/// segments that frees landed in (slot `(segment address >> segment shift) % HINT_SLOTS`), all
+/// found live at the segment map's generation `gen`. A program's first 128 MiB of segments
+/// map to distinct slots.
+///
+/// # Invariants
+/// `gen == 0` (the map's generations start at 1) or every `segs[i]` other than [`NO_SEG`] was a
+/// registered normal segment at generation `gen`, in slot `i`. `NO_SEG` is no segment-aligned
+/// address (not even 0, so a null pointer never matches an empty slot).
 #[derive(Clone, Copy, Debug)]
 pub struct SegmentHint {
-    seg: *mut u8,
+    segs: [*mut u8; HINT_SLOTS],
     gen: usize,
 }
+
+/// An empty [`SegmentHint`] slot.
+const NO_SEG: *mut u8 = core::ptr::without_provenance_mut(usize::MAX);
 
 impl SegmentHint {
     /// No segment yet.
     pub const NONE: SegmentHint = SegmentHint {
-        seg: core::ptr::null_mut(),
+        segs: [NO_SEG; HINT_SLOTS],
         gen: 0,
     };
 
-    /// Is the hint's segment the one at `seg_addr`, still registered at generation `gen`?
+    /// The hint's segment for `seg_addr` (slot `slot`) if it is that one, still registered at
+    /// generation `gen` (which is never 0: an unset hint holds nothing).
     #[inline(always)]
-    fn holds(&self, seg_addr: usize, gen: usize) -> bool {
-        self.seg as usize == seg_addr && self.gen == gen && !self.seg.is_null()
+    fn holds(&self, slot: usize, seg_addr: usize, gen: usize) -> Option<*mut u8> {
+        let s = self.segs[slot % HINT_SLOTS];
+        (s as usize == seg_addr && self.gen == gen).then_some(s)
     }
 
     /// Has a segment been recorded?
     #[inline(always)]
     pub fn is_set(&self) -> bool {
-        !self.seg.is_null()
+        self.gen != 0
     }
 }
 
@@ -447,7 +462,9 @@ impl<P: PageSource> Kmalloc<P> {
         let order = pages.checked_next_power_of_two()?.trailing_zeros();
         let mut pl = self.pages.lock();
         if order <= self.max_run_order {
-            let (seg, i) = pl.alloc_run(&self.map, order, PageKind::Large, NO_CACHE)?;
+            // A large run's `cache` field holds its order: `ksize` reads it without the
+            // page-layer lock (`link.order` belongs to that lock).
+            let (seg, i) = pl.alloc_run(&self.map, order, PageKind::Large, order as u16)?;
             // SAFETY: the run lies in `seg`.
             let p = unsafe { SegmentHeader::page_ptr(seg, i, self.page_shift) };
             Some((NonNull::new(p)?, self.page_size() << order))
@@ -692,16 +709,14 @@ impl<P: PageSource> Kmalloc<P> {
                     .is_object_start(addr.wrapping_sub(base as usize))
                     .then_some(c.size)
             }
-            Loc::Large { seg, head } => {
-                let _pl = self.pages.lock();
-                // SAFETY: stable under the page-layer lock.
-                unsafe {
-                    let d = SegmentHeader::desc_ptr(seg, head);
-                    let start = SegmentHeader::page_ptr(seg, head, self.page_shift) as usize;
-                    (is_large_object(d) && start == addr)
-                        .then(|| self.page_size() << (*d).link.order)
-                }
-            }
+            // SAFETY: descriptors of a registered segment stay readable; only atomics are read
+            // (a large run's order is in its `cache` field, set before its kind is published).
+            Loc::Large { seg, head } => unsafe {
+                let d = SegmentHeader::desc_ptr(seg, head);
+                let start = SegmentHeader::page_ptr(seg, head, self.page_shift) as usize;
+                (is_large_object(d) && start == addr)
+                    .then(|| self.page_size() << (*d).cache.load(Ordering::Acquire))
+            },
             Loc::Huge { start, end, .. } => (addr == start).then_some(end - start),
             _ => None,
         }
@@ -949,12 +964,10 @@ impl<P: PageSource> Kmalloc<P> {
     pub fn cache_of_if_hinted(&self, ptr: *const u8, hint: &SegmentHint) -> Option<CacheId> {
         let addr = ptr as usize;
         let seg_addr = addr & !((1usize << self.seg_shift) - 1);
-        if !hint.holds(seg_addr, self.map.generation()) {
-            return None;
-        }
+        let seg = hint.holds(addr >> self.seg_shift, seg_addr, self.map.generation())?;
         // SAFETY: the hint's segment was a registered normal segment at this generation and
         // none has been removed since, so it still is; `addr` lies in it.
-        unsafe { self.slab_cache_in(hint.seg.cast(), addr) }
+        unsafe { self.slab_cache_in(seg.cast(), addr) }
     }
 
     /// The live normal segment holding `addr`: the hint's while `addr` lies in it and no
@@ -967,19 +980,22 @@ impl<P: PageSource> Kmalloc<P> {
         hint: &mut SegmentHint,
     ) -> Option<*mut SegmentHeader> {
         let seg_addr = addr & !((1usize << self.seg_shift) - 1);
+        let slot = addr >> self.seg_shift;
         let gen = self.map.generation();
-        if hint.holds(seg_addr, gen) {
-            return Some(hint.seg.cast());
+        if let Some(s) = hint.holds(slot, seg_addr, gen) {
+            return Some(s.cast());
         }
         let seg = self.map.lookup(seg_addr)?.as_ptr().cast::<SegmentHeader>();
         // SAFETY: just found in the map: registered, so readable.
         if unsafe { !SegmentHeader::is_live(seg) || (*seg).kind != SEG_NORMAL } {
             return None;
         }
-        *hint = SegmentHint {
-            seg: seg.cast(),
-            gen,
-        };
+        if hint.gen != gen {
+            // A segment went back since: forget them all.
+            *hint = SegmentHint::NONE;
+            hint.gen = gen;
+        }
+        hint.segs[slot % HINT_SLOTS] = seg.cast();
         Some(seg)
     }
 

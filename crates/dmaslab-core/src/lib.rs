@@ -53,7 +53,7 @@ mod stats;
 
 pub use arena::{ArenaError, ArenaPageSource};
 pub use debug::{Finding, FindingKind, POISON_FREE, RED_ZONE};
-pub use kmalloc::{CacheError, CacheId, Kmalloc, Owner, SegmentHint, MAX_CACHES};
+pub use kmalloc::{CacheError, CacheId, Kmalloc, Owner, SegmentHint, HINT_SLOTS, MAX_CACHES};
 pub use kmem_cache::{Ctor, FreeError};
 #[cfg(feature = "std")]
 pub use mmap::MmapPageSource;

@@ -55,7 +55,8 @@ impl PageKind {
 ///   offset + 1 of the first object on its free list (0: none) and `fresh` the index of its
 ///   first never-used object; those fields belong to the cache lock.
 /// - For `Free` pages and `Large` runs, `link` belongs to the page-layer lock (buddy lists;
-///   `link.order` is the run's order while allocated).
+///   `link.order` is the run's order while allocated). A `Large` head's `cache` holds the run's
+///   order too (atomic: read without the lock), or `META_CACHE` for debug metadata runs.
 #[repr(C)]
 pub(crate) struct PageDesc {
     pub(crate) link: BuddyLink,

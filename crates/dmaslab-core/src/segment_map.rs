@@ -34,7 +34,8 @@ pub(crate) struct SegmentMap {
     current: AtomicPtr<Table>,
     seg_shift: u32,
     /// Bumped by every removal, before the segment's memory goes back: a cached
-    /// "segment S was live at generation G" stays true while the generation is G.
+    /// "segment S was live at generation G" stays true while the generation is G. Starts at 1,
+    /// so that 0 can mean "never looked up".
     generation: AtomicUsize,
 }
 
@@ -42,7 +43,7 @@ impl SegmentMap {
     pub(crate) const fn new(seg_shift: u32) -> Self {
         SegmentMap {
             current: AtomicPtr::new(ptr::null_mut()),
-            generation: AtomicUsize::new(0),
+            generation: AtomicUsize::new(1),
             seg_shift,
         }
     }

@@ -112,18 +112,37 @@ pub unsafe fn fast_free(p: *mut u8) -> bool {
         let rx = (*tc).recent_x;
         if rx != NO_CLASS {
             let rm = *(*tc).loaded.get_unchecked(rx as usize);
-            if rm.is_null() {
-                return false;
+            // (Null only after a failed magazine allocation.)
+            if rm.is_null() || (*rm).count >= (*rm).cap {
+                // No room for the recent object: `p` goes into its own magazine instead
+                // (else the recent one would send every free down the slow path until a
+                // `malloc` of its cache).
+                return push_if_room(m, p);
             }
             let n = (*rm).count;
-            if n >= (*rm).cap {
-                return false;
-            }
             *(*rm).objs.get_unchecked_mut(n as usize) = (*tc).recent;
             (*rm).count = n + 1;
         }
         (*tc).recent = p;
         (*tc).recent_x = x as u8;
+    }
+    true
+}
+
+/// Pushes `p` on `m` if it has room.
+///
+/// # Safety
+/// `m` is a magazine the thread owns; `p` a free object of its cache that the thread owns.
+#[inline(always)]
+unsafe fn push_if_room(m: *mut Magazine, p: *mut u8) -> bool {
+    // SAFETY: `count <= cap <= MAG_MAX` (magazine invariant), so slot `count` exists.
+    unsafe {
+        let n = (*m).count;
+        if n >= (*m).cap {
+            return false;
+        }
+        *(*m).objs.get_unchecked_mut(n as usize) = p;
+        (*m).count = n + 1;
     }
     true
 }
