@@ -888,6 +888,22 @@ impl<P: PageSource> Kmalloc<P> {
         id: CacheId,
         ptrs: &[*mut u8],
     ) -> Result<(), (usize, FreeError)> {
+        let mut hint = SegmentHint::NONE;
+        // SAFETY: forwarded.
+        unsafe { self.kmem_cache_free_bulk_hinted(id, ptrs, &mut hint) }
+    }
+
+    /// [`kmem_cache_free_bulk`](Self::kmem_cache_free_bulk) with a caller-kept segment hint (a
+    /// thread's: the segments its frees landed in), which spares most segment-map probes.
+    ///
+    /// # Safety
+    /// As for [`kmem_cache_free_bulk`](Self::kmem_cache_free_bulk).
+    pub unsafe fn kmem_cache_free_bulk_hinted(
+        &self,
+        id: CacheId,
+        ptrs: &[*mut u8],
+        hint: &mut SegmentHint,
+    ) -> Result<(), (usize, FreeError)> {
         let Some(slot) = self.caches.get(id.index()) else {
             return Err((
                 0,
@@ -898,11 +914,9 @@ impl<P: PageSource> Kmalloc<P> {
         let size = c.size;
         let mut done = 0;
         let mut res = Ok(());
-        // Neighbouring objects of a magazine mostly share a segment.
-        let mut hint = SegmentHint::NONE;
         for &p in ptrs {
             let addr = p as usize;
-            let Some((head, base)) = self.slab_of_hinted(addr, id.0, &mut hint) else {
+            let Some((head, base)) = self.slab_of_hinted(addr, id.0, hint) else {
                 res = Err((done, self.bulk_free_error(addr, id.0)));
                 break;
             };

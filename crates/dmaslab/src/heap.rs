@@ -564,10 +564,12 @@ impl Heap {
     /// `m` is a magazine of cache `x` owned by the caller.
     unsafe fn drain_and_free(&self, x: usize, m: *mut Magazine) {
         let id = self.id(x);
-        // SAFETY: we own `m` and its objects; one cache lock for the whole magazine.
+        // SAFETY: we own `m` and its objects; one cache lock for the whole magazine. The
+        // thread's segment hint is its own (only the process-wide heap has magazines).
         unsafe {
             let objs = &(&(*m).objs)[..(*m).count as usize];
-            if let Err((_, e)) = self.core.kmem_cache_free_bulk(id, objs) {
+            let hint = &mut (*tcache()).seg_hint;
+            if let Err((_, e)) = self.core.kmem_cache_free_bulk_hinted(id, objs, hint) {
                 bad_free(e);
             }
             (*m).count = 0;
