@@ -3,11 +3,17 @@
 use crate::page_source::{PageSource, DEFAULT_PAGE_SIZE};
 use core::ptr::NonNull;
 
-/// Page runs from anonymous `mmap`, aligned to their size by trimming an over-sized mapping.
-/// Freed runs are unmapped; [`PageSource::discard`] returns pages with `MADV_DONTNEED`.
+/// Page runs from anonymous `mmap`, aligned to their size. Each run is first asked for right
+/// below the previous one (an address hint, no `MAP_FIXED`): one system call, and segments
+/// side by side, which keeps a thread's [`SegmentHint`](crate::SegmentHint) free of
+/// collisions. When the kernel places it elsewhere, an over-sized mapping is trimmed to
+/// alignment. Freed runs are unmapped; [`PageSource::discard`] returns pages with
+/// `MADV_DONTNEED`.
 #[derive(Debug)]
 pub struct MmapPageSource {
     page_size: usize,
+    /// The start of the last run mapped (0: none yet).
+    last: usize,
 }
 
 impl Default for MmapPageSource {
@@ -26,7 +32,28 @@ impl MmapPageSource {
         } else {
             DEFAULT_PAGE_SIZE
         };
-        MmapPageSource { page_size }
+        MmapPageSource { page_size, last: 0 }
+    }
+
+    /// Maps `len` bytes, at `hint` if the kernel agrees; null on failure.
+    fn map(hint: usize, len: usize) -> *mut libc::c_void {
+        // SAFETY: an anonymous private mapping without MAP_FIXED touches no existing memory
+        // (the address is only a hint).
+        let raw = unsafe {
+            libc::mmap(
+                core::ptr::without_provenance_mut(hint),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if raw == libc::MAP_FAILED {
+            core::ptr::null_mut()
+        } else {
+            raw
+        }
     }
 }
 
@@ -38,18 +65,21 @@ impl PageSource for MmapPageSource {
     fn alloc_pages(&mut self, order: u32) -> Option<NonNull<u8>> {
         let size = self.page_size.checked_shl(order)?;
         let span = size.checked_mul(2)?;
-        // SAFETY: an anonymous private mapping with no address hint touches no existing memory.
-        let raw = unsafe {
-            libc::mmap(
-                core::ptr::null_mut(),
-                span,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
-        };
-        if raw == libc::MAP_FAILED {
+        if let Some(below) = (self.last & !(size - 1)).checked_sub(size) {
+            if below != 0 {
+                let raw = Self::map(below, size);
+                if raw as usize == below {
+                    self.last = below;
+                    return NonNull::new(raw.cast());
+                }
+                if !raw.is_null() {
+                    // SAFETY: the mapping just made, unused.
+                    unsafe { libc::munmap(raw, size) };
+                }
+            }
+        }
+        let raw = Self::map(0, span);
+        if raw.is_null() {
             return None;
         }
         let start = raw as usize;
@@ -65,6 +95,7 @@ impl PageSource for MmapPageSource {
                 libc::munmap(raw.cast::<u8>().add(head + size).cast(), tail);
             }
         }
+        self.last = aligned;
         // SAFETY: `head < span`, so the pointer stays in the mapping.
         NonNull::new(unsafe { raw.cast::<u8>().add(head) })
     }

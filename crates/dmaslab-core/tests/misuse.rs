@@ -400,3 +400,29 @@ fn freeing_a_slot_never_handed_out_is_an_invalid_free() {
     }
     assert_eq!(k.totals().live_allocations, 0);
 }
+
+#[test]
+#[cfg_attr(miri, ignore = "a 48 MiB arena")]
+fn a_thread_hint_holds_every_adjacent_segment_at_once() {
+    let mut mem = region(48 << 20);
+    let k = kmalloc(&mut mem, Policy::C, 64);
+    let objs: Vec<*mut u8> = std::iter::from_fn(|| k.kmalloc(8192, Gfp::KERNEL))
+        .map(|p| p.as_ptr())
+        .collect();
+    let seg_bytes = DEFAULT_PAGE_SIZE << common::SEG_ORDER;
+    let mut segs: Vec<usize> = objs.iter().map(|&p| p as usize / seg_bytes).collect();
+    segs.dedup();
+    assert!(
+        segs.len() > 100 && segs.len() <= dmaslab_core::HINT_SLOTS,
+        "{} segments",
+        segs.len()
+    );
+    let mut hint = dmaslab_core::SegmentHint::NONE;
+    for &p in &objs {
+        assert!(k.cache_of_hinted(p, &mut hint).is_some());
+    }
+    // Every segment is still in the hint: no two adjacent segments share a slot.
+    for &p in &objs {
+        assert_eq!(k.cache_of_if_hinted(p, &hint), k.cache_of(p), "{p:p}");
+    }
+}
