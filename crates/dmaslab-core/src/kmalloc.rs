@@ -503,10 +503,10 @@ impl<P: PageSource> Kmalloc<P> {
         hint: &mut SegmentHint,
     ) -> Option<(*mut PageDesc, *mut u8)> {
         let seg = self.normal_segment_hinted(addr, hint)?;
-        // SAFETY: `seg` is a live normal segment (hint or map, generation unchanged) and `addr`
-        // lies in it; descriptors are readable, and a slab page's `head`, `kind` and `cache`
-        // change only under its cache's lock, which the caller holds for `cache`.
         // (Header pages have descriptors of kind `Header`.)
+        // SAFETY: `seg` is a live normal segment (hint or map, generation unchanged) holding
+        // `addr`; descriptors are readable, and a slab page's `head`, `kind` and `cache` change
+        // only under its cache's lock, which the caller holds for `cache`.
         unsafe {
             let i = SegmentHeader::page_index(seg, addr, self.page_shift);
             let d = SegmentHeader::desc_ptr(seg, i);

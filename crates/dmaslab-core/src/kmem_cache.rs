@@ -257,22 +257,8 @@ impl KmemCache {
         requested: usize,
         site: u16,
     ) -> Result<Option<NonNull<u8>>, FreeError> {
-        let slab = if !self.partial.head.is_null() {
-            self.partial.head
-        } else if !self.empty.head.is_null() {
-            let d = self.empty.head;
-            // SAFETY: `d` is on the empty list.
-            unsafe {
-                self.empty.remove(d);
-                self.partial.push(d);
-                (*d).list = LIST_PARTIAL;
-            }
-            d
-        } else {
-            match self.new_slab(pages, map) {
-                Some(d) => d,
-                None => return Ok(None),
-            }
+        let Some(slab) = self.slab_to_fill(pages, map) else {
+            return Ok(None);
         };
         let geom = self.geom();
         // SAFETY: `slab` is a partial slab of this cache: it has a free object.
@@ -305,6 +291,29 @@ impl KmemCache {
         Ok(Some(obj))
     }
 
+    /// The slab to allocate from: the first partial one, else an empty one (moved to the
+    /// partial list), else a new one from the page layer; `None` when out of memory.
+    fn slab_to_fill<P: PageSource>(
+        &mut self,
+        pages: &SpinLock<PageLayer<P>>,
+        map: &SegmentMap,
+    ) -> Option<*mut PageDesc> {
+        if !self.partial.head.is_null() {
+            return Some(self.partial.head);
+        }
+        if self.empty.head.is_null() {
+            return self.new_slab(pages, map);
+        }
+        let d = self.empty.head;
+        // SAFETY: `d` is on the empty list.
+        unsafe {
+            self.empty.remove(d);
+            self.partial.push(d);
+            (*d).list = LIST_PARTIAL;
+        }
+        Some(d)
+    }
+
     /// Fills `out` with objects (a magazine refill): each slab's free list is walked in one
     /// tight loop and the slab moved between lists once, not once per object as
     /// [`alloc`](Self::alloc) would. Returns how many were taken (fewer when out of memory).
@@ -332,22 +341,8 @@ impl KmemCache {
         let geom = self.geom();
         let mut bad = None;
         while n < out.len() {
-            let slab = if !self.partial.head.is_null() {
-                self.partial.head
-            } else if !self.empty.head.is_null() {
-                let d = self.empty.head;
-                // SAFETY: `d` is on the empty list.
-                unsafe {
-                    self.empty.remove(d);
-                    self.partial.push(d);
-                    (*d).list = LIST_PARTIAL;
-                }
-                d
-            } else {
-                match self.new_slab(pages, map) {
-                    Some(d) => d,
-                    None => break,
-                }
+            let Some(slab) = self.slab_to_fill(pages, map) else {
+                break;
             };
             // SAFETY: `slab` is a partial slab of this cache, whose descriptor fields belong to
             // our lock; every link is decoded (checked) before it is followed.
