@@ -864,24 +864,39 @@ impl<P: PageSource> Kmalloc<P> {
         Some(p)
     }
 
-    /// Fills `out` with objects from cache `id` under one lock; returns how many it got.
+    /// Fills `out` with objects from cache `id` under one lock; returns how many it got. A
+    /// corrupted free list panics (see [`kmem_cache_alloc_bulk_checked`]).
+    ///
+    /// [`kmem_cache_alloc_bulk_checked`]: Self::kmem_cache_alloc_bulk_checked
     pub fn kmem_cache_alloc_bulk(&self, id: CacheId, out: &mut [*mut u8]) -> usize {
+        self.kmem_cache_alloc_bulk_checked(id, out)
+            .unwrap_or_else(|(_, e)| corrupted(e))
+    }
+
+    /// [`kmem_cache_alloc_bulk`](Self::kmem_cache_alloc_bulk) for hosts that report misuse
+    /// themselves: a free-list link that does not decode (memory written after it was freed)
+    /// is returned with the number of objects already in `out` (the caller's) instead of
+    /// panicking.
+    pub fn kmem_cache_alloc_bulk_checked(
+        &self,
+        id: CacheId,
+        out: &mut [*mut u8],
+    ) -> Result<usize, (usize, FreeError)> {
         let Some(slot) = self.caches.get(id.index()) else {
-            return 0;
+            return Ok(0);
         };
         let mut c = slot.lock();
         if !c.live {
-            return 0;
+            return Ok(0);
         }
         let (n, bad) = c.alloc_bulk(&self.pages, &self.map, out);
         let size = c.size;
-        // Release the lock before reporting: a report may allocate.
         drop(c);
-        if let Some(e) = bad {
-            corrupted(e);
-        }
         self.account_alloc_n(size, size, n);
-        n
+        match bad {
+            Some(e) => Err((n, self.resolve(e))),
+            None => Ok(n),
+        }
     }
 
     /// Frees the objects `ptrs` of cache `id`, taking the cache lock once (a magazine's worth).

@@ -92,6 +92,21 @@ int main(int argc, char **argv) {
             }
         puts("no released slab found");
         return 3;
+    } else if (!strcmp(what, "corrupted_list")) {
+        /* A write after free over the free-list links of objects back in their slabs: the
+           next refill decodes a link that points nowhere. Odd objects stay allocated, so every
+           slab stays partial (and mapped); 8000-byte magazines hold 4, so most even objects
+           reach the slabs. */
+        enum { N = 400, SZ = 8000 };
+        static char *a[N];
+        for (int i = 0; i < N; i++) a[i] = malloc(SZ);
+        for (int i = 0; i < N; i += 2) free(a[i]);
+        for (int i = 0; i < N; i += 2) {
+            printf("clobbered=%p\n", (void *)a[i]);
+            memset(a[i], 0x41, 8);
+        }
+        for (int i = 0; i < N; i += 2) a[i] = malloc(SZ);
+        puts("not caught");
     } else if (!strcmp(what, "use_after_free")) {
         /* q keeps the slab partial, so the next allocation of the size takes p again. */
         volatile char *p = malloc(64);
@@ -280,6 +295,39 @@ fn check_debug_details(line: &str, o: &Output, what: &str, object: usize) {
         (lo..hi).contains(&freed),
         "{what}: free site {freed:#x} outside the program's code {lo:#x}..{hi:#x}: {line}"
     );
+}
+
+#[test]
+fn a_free_list_written_after_free_stops_the_next_refill_with_one_line() {
+    let (_dir, exe) = program();
+    let o = run_case(&exe, "corrupted_list", false);
+    let line = report(&o, "corrupted_list");
+    // One line: the heap's report, not a panic message around it.
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(
+        err.trim_end(),
+        line,
+        "stderr beyond the report\n{}",
+        show(&o)
+    );
+    let at = line
+        .strip_prefix("dmaslab: corrupted free list at 0x")
+        .and_then(hex_digits)
+        .unwrap_or_else(|| panic!("wrong report: {line}\n{}", show(&o)));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let clobbered: Vec<usize> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("clobbered=").and_then(hex))
+        .collect();
+    assert!(
+        clobbered.contains(&at),
+        "the report names {at:#x}, which was not written\n{}",
+        show(&o)
+    );
+}
+
+fn hex_digits(s: &str) -> Option<usize> {
+    usize::from_str_radix(s, 16).ok()
 }
 
 #[test]

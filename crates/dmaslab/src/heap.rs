@@ -670,9 +670,14 @@ impl Heap {
                 loaded
             };
             let cap = (*m).cap as usize;
-            let n = self
+            let n = match self
                 .core
-                .kmem_cache_alloc_bulk(self.id(x), &mut (&mut (*m).objs)[..cap]);
+                .kmem_cache_alloc_bulk_checked(self.id(x), &mut (&mut (*m).objs)[..cap])
+            {
+                Ok(n) => n,
+                // A link written after its object was freed: one line, then abort.
+                Err((_, e)) => bad_free(e),
+            };
             (*m).count = n as u32;
             if n == 0 {
                 return ptr::null_mut();
