@@ -163,3 +163,64 @@ fn realloc_keeps_contents() {
         h.free(p);
     }
 }
+
+/// The fast paths trust a thread's segment hint only while the segment map's generation is
+/// unchanged; here one thread keeps bumping it (huge blocks, and whole segments of 8 KiB
+/// objects given back) while others free through their hints, and every block must come back
+/// intact and be freed exactly once (an invalid or double free would abort the test).
+#[test]
+fn segments_given_back_race_the_hinted_fast_paths() {
+    let secs = std::env::var("DMASLAB_STRESS_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2u64);
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let churn = thread::spawn(move || {
+        let mut rounds = 0u64;
+        while Instant::now() < deadline {
+            // Two segments' worth of 8 KiB objects, then all of them back: their slabs and
+            // segments return to the OS, bumping the generation.
+            let big: Vec<Block> = (0..500).map(|i| fill(8192, i as u8)).collect();
+            let huge = fill(3 << 20, 0x5a);
+            for b in big {
+                check_and_free(b);
+            }
+            check_and_free(huge);
+            heap().core().shrink_all();
+            rounds += 1;
+        }
+        rounds
+    });
+    let workers: Vec<_> = (0..3)
+        .map(|t| {
+            thread::spawn(move || {
+                let mut seed = 0xD1B5_4A32_D192_ED03u64 ^ t;
+                let mut live: Vec<Block> = Vec::new();
+                let mut ops = 0u64;
+                while Instant::now() < deadline {
+                    let len = 1 + (xorshift(&mut seed) % 2048) as usize;
+                    live.push(fill(len, (xorshift(&mut seed) & 0xff) as u8));
+                    if live.len() > 512 {
+                        let j = (xorshift(&mut seed) as usize) % live.len();
+                        check_and_free(live.swap_remove(j));
+                    }
+                    ops += 1;
+                }
+                for b in live {
+                    check_and_free(b);
+                }
+                ops
+            })
+        })
+        .collect();
+    let rounds = churn.join().expect("churn thread panicked");
+    let ops: u64 = workers
+        .into_iter()
+        .map(|w| w.join().expect("worker panicked"))
+        .sum();
+    assert!(
+        rounds > 0 && ops > 1000,
+        "{rounds} rounds, {ops} operations"
+    );
+    eprintln!("segment churn: {rounds} rounds against {ops} hinted operations");
+}
