@@ -934,6 +934,11 @@ impl<P: PageSource> Kmalloc<P> {
         };
         let mut c = slot.lock();
         let size = c.size;
+        if !c.live {
+            let first = ptrs.first().map_or(0, |p| *p as usize);
+            return Err((0, FreeError::InvalidPointer(first)));
+        }
+        let debug = c.debug;
         let mut done = 0;
         let mut res = Ok(());
         for (i, &p) in ptrs.iter().enumerate() {
@@ -947,17 +952,23 @@ impl<P: PageSource> Kmalloc<P> {
                 res = Err((done, self.bulk_free_error(addr, id.0)));
                 break;
             };
-            if !c.live {
-                res = Err((done, FreeError::InvalidPointer(addr)));
-                break;
-            }
-            // SAFETY: `head` heads a slab of this cache (checked under its lock) at `base`
-            // holding `p`; the caller gives `p` up.
-            if let Err(e) = unsafe { c.free_in(head, base, p, &self.pages, &self.map, 0) } {
+            // SAFETY: `head` heads a slab of this live cache (checked under its lock) at
+            // `base` holding `p`; the caller gives `p` up.
+            let freed = unsafe {
+                if debug {
+                    c.free_in(head, base, p, &self.pages, &self.map, 0)
+                } else {
+                    c.push_free(head, base, p, &self.pages, &self.map)
+                }
+            };
+            if let Err(e) = freed {
                 res = Err((done, e));
                 break;
             }
             done += 1;
+        }
+        if !debug {
+            c.active_objs -= done;
         }
         drop(c);
         self.account_free_n(size, done);

@@ -481,20 +481,42 @@ impl KmemCache {
         map: &SegmentMap,
         site: u16,
     ) -> Result<(), FreeError> {
+        if self.debug {
+            let off = obj as usize - base as usize;
+            if !self.geom().is_object_start(off) {
+                return Err(FreeError::InvalidPointer(obj as usize));
+            }
+            // SAFETY: `obj` starts an object of the slab at `base` (checked above), a debug
+            // slab with a record per object.
+            unsafe { self.object_ref(base, obj).on_free(site) }.map_err(FreeError::Found)?;
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe { self.push_free(d, base, obj, pages, map) }?;
+        self.active_objs -= 1;
+        Ok(())
+    }
+
+    /// The free itself, for a cache outside debug mode or after its debug checks: the
+    /// object-start, never-handed-out and free-list-head checks, the push and the slab's move
+    /// between lists. Leaves `active_objs` to the caller (a bulk free counts once).
+    ///
+    /// # Safety
+    /// As for [`free_in`](Self::free_in).
+    #[inline(always)]
+    pub(crate) unsafe fn push_free<P: PageSource>(
+        &mut self,
+        d: *mut PageDesc,
+        base: *mut u8,
+        obj: *mut u8,
+        pages: &SpinLock<PageLayer<P>>,
+        map: &SegmentMap,
+    ) -> Result<(), FreeError> {
         let geom = self.geom();
         // SAFETY: `d` heads a slab of this cache at `base` (caller); we hold the cache lock.
         unsafe {
             let off = obj as usize - base as usize;
-            if !geom.is_object_start(off) {
-                return Err(FreeError::InvalidPointer(obj as usize));
-            }
-            if self.debug {
-                self.object_ref(base, obj)
-                    .on_free(site)
-                    .map_err(FreeError::Found)?;
-            }
-            if !geom.was_used(d, off) {
-                // Never handed out: not an allocation.
+            if !geom.is_object_start(off) || !geom.was_used(d, off) {
+                // Not an object start, or a slot never handed out: not an allocation.
                 return Err(FreeError::InvalidPointer(obj as usize));
             }
             if (*d).freelist as usize == off + 1 || (*d).inuse == 0 {
@@ -502,7 +524,6 @@ impl KmemCache {
             }
             let was_full = (*d).list == LIST_FULL;
             geom.push(d, base, off);
-            self.active_objs -= 1;
             if (*d).inuse == 0 {
                 if was_full {
                     self.full.remove(d);
