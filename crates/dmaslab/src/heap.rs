@@ -558,11 +558,11 @@ impl Heap {
         }
     }
 
-    /// Returns the objects of `m` to the slabs and frees the magazine.
+    /// Returns the objects of `m` to the slabs; `m` is then an empty magazine.
     ///
     /// # Safety
     /// `m` is a magazine of cache `x` owned by the caller.
-    unsafe fn drain_and_free(&self, x: usize, m: *mut Magazine) {
+    unsafe fn drain(&self, x: usize, m: *mut Magazine) {
         let id = self.id(x);
         // SAFETY: we own `m` and its objects; one cache lock for the whole magazine. The
         // thread's segment hint is its own (only the process-wide heap has magazines).
@@ -573,6 +573,17 @@ impl Heap {
                 bad_free(e);
             }
             (*m).count = 0;
+        }
+    }
+
+    /// Returns the objects of `m` to the slabs and frees the magazine.
+    ///
+    /// # Safety
+    /// `m` is a magazine of cache `x` owned by the caller.
+    unsafe fn drain_and_free(&self, x: usize, m: *mut Magazine) {
+        // SAFETY: we own `m` (caller); drained, it is an empty kmalloc-512 object of ours.
+        unsafe {
+            self.drain(x, m);
             if let Err(e) = self.core.kfree(m.cast()) {
                 bad_free(e);
             }
@@ -726,14 +737,25 @@ impl Heap {
                 };
                 (e, excess)
             };
-            if let Some(s) = excess {
-                self.drain_and_free(x, s);
-            }
+            // A full `prev` the depot had no room for goes back to the slabs; drained, it
+            // serves as the new empty magazine when the depot had none (no kfree + kmalloc).
+            let reuse = match excess {
+                Some(s) => {
+                    self.drain(x, s);
+                    if empty.is_some() {
+                        self.to_depot(x, s);
+                        None
+                    } else {
+                        Some(s)
+                    }
+                }
+                None => None,
+            };
             if !loaded.is_null() {
                 // The full `prev` (if any) went to the depot; the full `loaded` replaces it.
                 (*tc).prev[x] = loaded;
             }
-            let m = match empty {
+            let m = match empty.or(reuse) {
                 Some(m) => m,
                 None => self.new_magazine(x),
             };
