@@ -55,12 +55,17 @@ fn sizes(seed: &mut u64) -> usize {
     }
 }
 
-#[test]
-fn threads_allocate_and_free_across_threads() {
-    let secs = std::env::var("DMASLAB_STRESS_SECS")
+/// How long a stress test runs: `DMASLAB_STRESS_SECS`, else `default` seconds.
+fn stress_secs(default: u64) -> u64 {
+    std::env::var("DMASLAB_STRESS_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(3u64);
+        .unwrap_or(default)
+}
+
+#[test]
+fn threads_allocate_and_free_across_threads() {
+    let secs = stress_secs(3);
     let deadline = Instant::now() + Duration::from_secs(secs);
     let n = 4;
     let (txs, rxs): (Vec<_>, Vec<_>) = (0..n).map(|_| mpsc::channel::<Vec<Block>>()).unzip();
@@ -170,11 +175,7 @@ fn realloc_keeps_contents() {
 /// intact and be freed exactly once (an invalid or double free would abort the test).
 #[test]
 fn segments_given_back_race_the_hinted_fast_paths() {
-    let secs = std::env::var("DMASLAB_STRESS_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(2u64);
-    let deadline = Instant::now() + Duration::from_secs(secs);
+    let deadline = Instant::now() + Duration::from_secs(stress_secs(2));
     let churn = thread::spawn(move || {
         let mut rounds = 0u64;
         while Instant::now() < deadline {
