@@ -1001,12 +1001,10 @@ impl<P: PageSource> Kmalloc<P> {
     /// the segment-map probe is skipped. Same answers as `cache_of`.
     #[inline]
     pub fn cache_of_hinted(&self, ptr: *const u8, hint: &mut SegmentHint) -> Option<CacheId> {
-        match self.normal_segment_hinted(ptr as usize, hint) {
-            // SAFETY: a live normal segment holding `ptr`.
-            Some(seg) => unsafe { self.slab_cache_in(seg, ptr as usize) },
-            // Huge segments hold no slabs; anything else is no object of ours.
-            None => None,
-        }
+        // Huge segments hold no slabs; outside normal segments nothing is an object of ours.
+        let seg = self.normal_segment_hinted(ptr as usize, hint)?;
+        // SAFETY: a live normal segment holding `ptr`.
+        unsafe { self.slab_cache_in(seg, ptr as usize) }
     }
 
     /// [`cache_of_hinted`](Self::cache_of_hinted) when `hint` holds for `ptr`, else `None`

@@ -64,15 +64,7 @@ pub fn fast_malloc(size: usize) -> Option<NonNull<u8>> {
         if m.is_null() {
             return None;
         }
-        let n = (*m).count;
-        if n == 0 {
-            return None;
-        }
-        (*m).count = n - 1;
-        // Objects lie in slabs: never null.
-        Some(NonNull::new_unchecked(
-            *(*m).objs.get_unchecked((n - 1) as usize),
-        ))
+        Magazine::pop(m)
     }
 }
 
@@ -102,7 +94,7 @@ pub unsafe fn fast_free(p: *mut u8) -> bool {
     // caller gives it up. `top` reads inside the magazine (`count <= cap`).
     unsafe {
         let m = *(*tc).loaded.get_unchecked(x);
-        if m.is_null() || (*tc).recent == p || Magazine::top(m) == p {
+        if m.is_null() || (*tc).freed_last(m, p) {
             // No magazine (the thread has none yet, or has exited), or `free(p); free(p)`:
             // the full path handles and reports it.
             return false;
@@ -113,36 +105,15 @@ pub unsafe fn fast_free(p: *mut u8) -> bool {
         if rx != NO_CLASS {
             let rm = *(*tc).loaded.get_unchecked(rx as usize);
             // (Null only after a failed magazine allocation.)
-            if rm.is_null() || (*rm).count >= (*rm).cap {
+            if rm.is_null() || !Magazine::push(rm, (*tc).recent) {
                 // No room for the recent object: `p` goes into its own magazine instead
                 // (else the recent one would send every free down the slow path until a
                 // `malloc` of its cache).
-                return push_if_room(m, p);
+                return Magazine::push(m, p);
             }
-            let n = (*rm).count;
-            *(*rm).objs.get_unchecked_mut(n as usize) = (*tc).recent;
-            (*rm).count = n + 1;
         }
         (*tc).recent = p;
         (*tc).recent_x = x as u8;
-    }
-    true
-}
-
-/// Pushes `p` on `m` if it has room.
-///
-/// # Safety
-/// `m` is a magazine the thread owns; `p` a free object of its cache that the thread owns.
-#[inline(always)]
-unsafe fn push_if_room(m: *mut Magazine, p: *mut u8) -> bool {
-    // SAFETY: `count <= cap <= MAG_MAX` (magazine invariant), so slot `count` exists.
-    unsafe {
-        let n = (*m).count;
-        if n >= (*m).cap {
-            return false;
-        }
-        *(*m).objs.get_unchecked_mut(n as usize) = p;
-        (*m).count = n + 1;
     }
     true
 }

@@ -81,6 +81,17 @@ pub(crate) struct ThreadCache {
 }
 
 impl ThreadCache {
+    /// Is `p` the object this thread freed last into magazine `m`'s cache (the recent object,
+    /// or the top of `m`)? Freeing it again is a double free.
+    ///
+    /// # Safety
+    /// `m` is a valid magazine of this thread cache.
+    #[inline(always)]
+    pub(crate) unsafe fn freed_last(&self, m: *const Magazine, p: *mut u8) -> bool {
+        // SAFETY: forwarded from the caller.
+        self.recent == p || unsafe { Magazine::top(m) } == p
+    }
+
     const NEW: ThreadCache = ThreadCache {
         loaded: [ptr::null_mut(); MAX_CACHES],
         prev: [ptr::null_mut(); MAX_CACHES],
@@ -373,10 +384,8 @@ impl Heap {
         unsafe {
             let m = *(*tc).loaded.get_unchecked(x);
             if !m.is_null() {
-                let n = (*m).count;
-                if n != 0 {
-                    (*m).count = n - 1;
-                    return *(*m).objs.get_unchecked((n - 1) as usize);
+                if let Some(p) = Magazine::pop(m) {
+                    return p.as_ptr();
                 }
             }
         }
@@ -423,13 +432,10 @@ impl Heap {
                         // The object on top is free (the last one freed, if this thread freed
                         // one since it last allocated): freeing it again is a double free. So
                         // is the fast path's `recent` object.
-                        if Magazine::top(m) == ptr || (*tc).recent == ptr {
+                        if (*tc).freed_last(m, ptr) {
                             bad_free(FreeError::DoubleFree(ptr as usize));
                         }
-                        let n = (*m).count;
-                        if n < (*m).cap {
-                            (*m).objs[n as usize] = ptr;
-                            (*m).count = n + 1;
+                        if Magazine::push(m, ptr) {
                             return;
                         }
                     }
@@ -642,7 +648,7 @@ impl Heap {
             if !prev.is_null() && !(*prev).is_empty() {
                 (*tc).prev[x] = loaded;
                 (*tc).loaded[x] = prev;
-                return pop(prev);
+                return take(prev);
             }
             // 2. A loaded magazine from the depot; our empty `prev` goes there in exchange.
             let full = {
@@ -664,7 +670,7 @@ impl Heap {
                 // place.
                 (*tc).prev[x] = loaded;
                 (*tc).loaded[x] = f;
-                return pop(f);
+                return take(f);
             }
             // 3. Refill from the slabs under one cache lock.
             let m = if loaded.is_null() {
@@ -693,7 +699,7 @@ impl Heap {
             if n == 0 {
                 return ptr::null_mut();
             }
-            pop(m)
+            take(m)
         }
     }
 
@@ -722,7 +728,7 @@ impl Heap {
             if !prev.is_null() && !(*prev).is_full() {
                 (*tc).prev[x] = loaded;
                 (*tc).loaded[x] = prev;
-                push(prev, ptr);
+                give(prev, ptr);
                 return;
             }
             // 2. Our full `prev` goes to the depot, `loaded` (full) becomes `prev`, and an
@@ -766,7 +772,7 @@ impl Heap {
                 }
                 return;
             }
-            push(m, ptr);
+            give(m, ptr);
         }
     }
 
@@ -928,28 +934,25 @@ fn natural_align(size: usize) -> usize {
     1 << size.trailing_zeros()
 }
 
+/// [`Magazine::pop`] of a magazine the slow path knows to be non-empty.
+///
 /// # Safety
 /// `m` is a non-empty magazine owned by the caller.
-#[inline(always)]
-unsafe fn pop(m: *mut Magazine) -> *mut u8 {
-    // SAFETY: the caller promises a non-empty magazine.
-    unsafe {
-        let n = (*m).count - 1;
-        (*m).count = n;
-        (*m).objs[n as usize]
-    }
+unsafe fn take(m: *mut Magazine) -> *mut u8 {
+    // SAFETY: forwarded from the caller.
+    let p = unsafe { Magazine::pop(m) };
+    debug_assert!(p.is_some(), "took from an empty magazine");
+    p.map_or(ptr::null_mut(), |p| p.as_ptr())
 }
 
+/// [`Magazine::push`] into a magazine the slow path knows to have room.
+///
 /// # Safety
 /// `m` is a magazine with room, owned by the caller; `p` a free object of its cache.
-#[inline(always)]
-unsafe fn push(m: *mut Magazine, p: *mut u8) {
-    // SAFETY: the caller promises room.
-    unsafe {
-        let n = (*m).count;
-        (*m).objs[n as usize] = p;
-        (*m).count = n + 1;
-    }
+unsafe fn give(m: *mut Magazine, p: *mut u8) {
+    // SAFETY: forwarded from the caller.
+    let pushed = unsafe { Magazine::push(m, p) };
+    debug_assert!(pushed, "gave to a full magazine");
 }
 
 extern "C" fn thread_exit(_: *mut libc::c_void) {

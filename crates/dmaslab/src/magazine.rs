@@ -5,7 +5,7 @@
 //! else and show up in `kmalloc-512` of the slabinfo table. Objects held in a magazine look
 //! allocated to the core: its `active_objs` counts them.
 
-use core::ptr;
+use core::ptr::{self, NonNull};
 
 /// The most objects a magazine holds: 62 pointers plus the header make 512 bytes.
 pub const MAG_MAX: usize = 62;
@@ -91,6 +91,40 @@ impl Magazine {
                 .sub(1)
                 .read()
         }
+    }
+
+    /// Pops the object on top; `None` when the magazine is empty.
+    ///
+    /// # Safety
+    /// `m` is a valid magazine owned by the caller.
+    #[inline(always)]
+    pub unsafe fn pop(m: *mut Magazine) -> Option<NonNull<u8>> {
+        // SAFETY: `count <= MAG_MAX` (invariant): slot `count - 1` exists when `count > 0`,
+        // and holds an object, which lies in a slab: never null.
+        unsafe {
+            let n = (*m).count.checked_sub(1)?;
+            (*m).count = n;
+            Some(NonNull::new_unchecked(*(*m).objs.get_unchecked(n as usize)))
+        }
+    }
+
+    /// Pushes `p`; false when the magazine is full.
+    ///
+    /// # Safety
+    /// `m` is a valid magazine owned by the caller; `p` a free object of its cache that the
+    /// caller gives to the magazine.
+    #[inline(always)]
+    pub unsafe fn push(m: *mut Magazine, p: *mut u8) -> bool {
+        // SAFETY: `count < cap <= MAG_MAX` (invariant) when there is room: slot `count` exists.
+        unsafe {
+            let n = (*m).count;
+            if n >= (*m).cap {
+                return false;
+            }
+            *(*m).objs.get_unchecked_mut(n as usize) = p;
+            (*m).count = n + 1;
+        }
+        true
     }
 
     /// Is it full?
