@@ -122,6 +122,12 @@ impl Config {
         self
     }
 
+    /// Sets the free pages kept inside segments before free blocks are discarded.
+    pub const fn discard_threshold(mut self, pages: usize) -> Self {
+        self.discard_threshold = pages;
+        self
+    }
+
     /// Turns debug mode on or off.
     pub const fn debug(mut self, on: bool) -> Self {
         self.debug = on;

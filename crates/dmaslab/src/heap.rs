@@ -57,6 +57,12 @@ pub(crate) const NO_CLASS: u8 = u8::MAX;
 /// 8-byte request gets 8.
 pub const MALLOC_ALIGN: usize = 16;
 
+/// Free pages (16 MiB) the heap keeps inside its segments before it discards free blocks
+/// (the core's default is 1 MiB, sized for small heaps). With 1 MiB the python trace replay
+/// discarded 181 blocks and faulted them back in: 3.9 k more page faults (5 % of its time)
+/// for 1 MB less peak RSS.
+const DISCARD_THRESHOLD: usize = 4096;
+
 const FRESH: u8 = 0;
 const ACTIVE: u8 = 1;
 const DEAD: u8 = 2;
@@ -239,6 +245,7 @@ impl Heap {
         let config = Config::new(settings.policy)
             .dma_minalign(settings.dma_minalign)
             .secret(sys::random_u64() as usize | 1)
+            .discard_threshold(DISCARD_THRESHOLD)
             .debug(settings.debug);
         let core = match Kmalloc::new(MmapPageSource::new(), config) {
             Ok(k) => k,
