@@ -18,6 +18,7 @@ use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 /// How many caches one allocator can hold: the kmalloc and dma-kmalloc caches (at most 26) and
 /// the user's.
 pub const MAX_CACHES: usize = 64;
+const _: () = assert!(MAX_CACHES.is_power_of_two());
 const NO_CACHE: u16 = u16::MAX;
 
 /// Entries of a [`SegmentHint`].
@@ -192,11 +193,11 @@ pub struct Kmalloc<P: PageSource> {
     pages: SpinLock<PageLayer<P>>,
     map: SegmentMap,
     caches: [SpinLock<KmemCache>; MAX_CACHES],
-    /// Object stride of each live cache (0: none), readable without the cache's lock.
-    strides: [AtomicU32; MAX_CACHES],
-    /// Per cache, the inverse modulo 2^usize::BITS of the stride's odd part and
-    /// `usize::MAX / stride`: `cache_of` tests `off % stride == 0` without a division (see
-    /// [`Divisor`]). Written with `strides`, before any object of the cache exists.
+    /// Per cache, the trailing zeros of its stride, the inverse modulo 2^usize::BITS of the
+    /// stride's odd part and `usize::MAX / stride`: `cache_of` tests `off % stride == 0`
+    /// without a division (see [`Divisor`]). Written when the cache is set up, before any of
+    /// its slabs exists; readable without the cache's lock.
+    stride_shift: [AtomicU32; MAX_CACHES],
     stride_inv: [AtomicUsize; MAX_CACHES],
     stride_lim: [AtomicUsize; MAX_CACHES],
     kmalloc_caches: [u16; NR_KMALLOC_CLASSES],
@@ -221,14 +222,12 @@ fn class_label(size: usize, out: &mut CacheName, prefix: &str) {
 }
 
 impl<P: PageSource> Kmalloc<P> {
-    /// Publishes cache `i`'s stride and its division-free remainder test.
+    /// Publishes cache `i`'s division-free remainder test by its stride.
     fn set_stride(&self, i: usize, stride: usize) {
-        if stride != 0 {
-            let d = Divisor::new(stride);
-            self.stride_inv[i].store(d.inv, Ordering::Relaxed);
-            self.stride_lim[i].store(d.lim, Ordering::Relaxed);
-        }
-        self.strides[i].store(stride as u32, Ordering::Relaxed);
+        let d = Divisor::new(stride);
+        self.stride_shift[i].store(d.shift, Ordering::Relaxed);
+        self.stride_inv[i].store(d.inv, Ordering::Relaxed);
+        self.stride_lim[i].store(d.lim, Ordering::Relaxed);
     }
 
     /// An allocator over `source` with `config`.
@@ -264,7 +263,7 @@ impl<P: PageSource> Kmalloc<P> {
             pages: SpinLock::new(pages),
             map: SegmentMap::new(seg_shift),
             caches: [const { SpinLock::new(KmemCache::UNUSED) }; MAX_CACHES],
-            strides: [const { AtomicU32::new(0) }; MAX_CACHES],
+            stride_shift: [const { AtomicU32::new(0) }; MAX_CACHES],
             stride_inv: [const { AtomicUsize::new(0) }; MAX_CACHES],
             stride_lim: [const { AtomicUsize::new(0) }; MAX_CACHES],
             kmalloc_caches: [NO_CACHE; NR_KMALLOC_CLASSES],
@@ -1074,16 +1073,15 @@ impl<P: PageSource> Kmalloc<P> {
     /// Is `off` (from its slab's base) the start of an object of cache `cache`? Lock-free.
     #[inline(always)]
     fn object_start_of(&self, cache: u16, off: usize) -> Option<CacheId> {
-        let i = cache as usize;
-        let stride = self.strides.get(i)?.load(Ordering::Relaxed) as usize;
-        let ok = stride != 0
-            && Divisor {
-                shift: stride.trailing_zeros(),
-                inv: self.stride_inv[i].load(Ordering::Relaxed),
-                lim: self.stride_lim[i].load(Ordering::Relaxed),
-            }
-            .divides(off);
-        ok.then_some(CacheId(cache))
+        // A slab descriptor names a live cache, whose test is published (see `stride_shift`);
+        // the mask only keeps the index in bounds without a branch.
+        let i = cache as usize & (MAX_CACHES - 1);
+        let d = Divisor {
+            shift: self.stride_shift[i].load(Ordering::Relaxed),
+            inv: self.stride_inv[i].load(Ordering::Relaxed),
+            lim: self.stride_lim[i].load(Ordering::Relaxed),
+        };
+        d.divides(off).then_some(CacheId(cache))
     }
 
     #[inline]
@@ -1129,9 +1127,10 @@ impl<P: PageSource> Kmalloc<P> {
                 live: c.active_objs,
             });
         }
+        // No live object: every slab is empty, and shrinking gives them all back, so no slab
+        // descriptor names the cache any more.
         c.shrink(&self.pages, &self.map);
         *c = KmemCache::UNUSED;
-        self.strides[id.index()].store(0, Ordering::Relaxed);
         Ok(())
     }
 
