@@ -940,12 +940,7 @@ impl<P: PageSource> Kmalloc<P> {
         let debug = c.debug;
         let mut done = 0;
         let mut res = Ok(());
-        for (i, &p) in ptrs.iter().enumerate() {
-            // Each free writes a link into its object, which a magazine's worth of frees in
-            // random order finds cold: start the misses early so they overlap.
-            if let Some(&ahead) = ptrs.get(i + PREFETCH_AHEAD) {
-                prefetch(ahead);
-            }
+        for &p in ptrs {
             let addr = p as usize;
             let Some((head, base)) = self.slab_of_hinted(addr, id.0, hint) else {
                 res = Err((done, self.bulk_free_error(addr, id.0)));
@@ -1377,21 +1372,6 @@ unsafe fn is_large_object(d: *const PageDesc) -> bool {
     unsafe {
         PageDesc::kind_of(d) == PageKind::Large && (*d).cache.load(Ordering::Acquire) != META_CACHE
     }
-}
-
-/// How many objects ahead a bulk free prefetches.
-const PREFETCH_AHEAD: usize = 8;
-
-/// A hint to bring the cache line at `p` in (no fault, no effect on correctness).
-#[inline(always)]
-fn prefetch(p: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch never faults and changes no memory, whatever the address.
-    unsafe {
-        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
 }
 
 /// A free-list link that does not decode: memory was written after being freed. Continuing
