@@ -8,7 +8,7 @@ use core::ptr::NonNull;
 /// side by side, which keeps a thread's [`SegmentHint`](crate::SegmentHint) free of
 /// collisions. When the kernel places it elsewhere, an over-sized mapping is trimmed to
 /// alignment. Freed runs are unmapped; [`PageSource::discard`] returns pages with
-/// `MADV_DONTNEED`.
+/// `MADV_DONTNEED`, and [`PageSource::populate`] maps them in with `MADV_POPULATE_WRITE`.
 #[derive(Debug)]
 pub struct MmapPageSource {
     page_size: usize,
@@ -108,5 +108,17 @@ impl PageSource for MmapPageSource {
     fn discard(&mut self, ptr: NonNull<u8>, len: usize) {
         // SAFETY: the range lies in a run this source handed out; its contents are dead.
         unsafe { libc::madvise(ptr.as_ptr().cast(), len, libc::MADV_DONTNEED) };
+    }
+
+    fn populate(&mut self, ptr: NonNull<u8>, len: usize) {
+        // Linux 5.14 and later; older kernels answer EINVAL and the pages fault in as before.
+        #[cfg(target_os = "linux")]
+        // SAFETY: the range lies in a private anonymous run this source handed out; populating
+        // it for writing changes no contents (fresh pages read as zero either way).
+        unsafe {
+            libc::madvise(ptr.as_ptr().cast(), len, libc::MADV_POPULATE_WRITE)
+        };
+        #[cfg(not(target_os = "linux"))]
+        let _ = (ptr, len);
     }
 }

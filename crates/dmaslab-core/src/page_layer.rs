@@ -31,8 +31,13 @@ pub struct PageCounts {
     pub peak_pages: usize,
 }
 
-/// Free pages are given back to the OS in aligned blocks of this order (64 pages, 256 KiB).
+/// Free pages are given back to the OS in aligned blocks of this order (64 pages, 256 KiB), and
+/// slab pages are mapped in by the same blocks.
 pub const DISCARD_ORDER: u32 = 6;
+
+/// Blocks of a segment whose population is tracked (`SegmentHeader::populated`); in a larger
+/// segment the blocks beyond are left to page faults.
+const TRACKED_BLOCKS: usize = u64::BITS as usize;
 
 /// The page layer.
 ///
@@ -147,11 +152,42 @@ impl<P: PageSource> PageLayer<P> {
             }
         }
         if kind == PageKind::Slab {
+            // SAFETY: as above.
+            unsafe { self.populate_run(seg, i, order) };
             self.counts.slab_pages += 1 << order;
         } else {
             self.counts.large_pages += 1 << order;
         }
         Some((seg, i))
+    }
+
+    /// The order of the blocks pages are discarded and populated by.
+    fn block_order(&self) -> u32 {
+        DISCARD_ORDER.min(self.max_run_order())
+    }
+
+    /// Asks the source to map in, ahead of their first writes, the blocks of the slab run
+    /// `i..i + 2^order` of `seg` not populated since the segment was made or the block was last
+    /// discarded: one call per 256 KiB instead of a page fault per page. A slab's pages are
+    /// all written soon (its objects are handed out in address order), and its neighbours in
+    /// the block are the next slabs the buddy hands out.
+    ///
+    /// # Safety
+    /// `seg` is a live normal segment and the run lies in it; the page-layer lock is held.
+    unsafe fn populate_run(&mut self, seg: *mut SegmentHeader, i: usize, order: u32) {
+        let d = self.block_order();
+        let end = ((i + (1 << order) - 1) >> d) + 1;
+        for b in (i >> d)..end.min(TRACKED_BLOCKS) {
+            // SAFETY: `seg` is live and its header is ours under the lock (caller).
+            unsafe {
+                if (*seg).populated & (1u64 << b) == 0 {
+                    (*seg).populated |= 1u64 << b;
+                    let p = SegmentHeader::page_ptr(seg, b << d, self.page_shift);
+                    self.source
+                        .populate(NonNull::new_unchecked(p), 1 << (d + self.page_shift));
+                }
+            }
+        }
     }
 
     /// Gives back the run whose first page is `i` in `seg`.
@@ -178,7 +214,7 @@ impl<P: PageSource> PageLayer<P> {
             let merged = self.free.free(&zone, i, order);
             // Give memory back in blocks of 2^DISCARD_ORDER pages, once each, when such a block
             // has just become wholly free: one madvise per 256 KiB rather than per slab.
-            let d = DISCARD_ORDER.min(self.max_run_order());
+            let d = self.block_order();
             if self.free.free_pages >= self.discard_threshold && merged >= d {
                 let (start, len) = if order >= d {
                     (i, order)
@@ -188,6 +224,9 @@ impl<P: PageSource> PageLayer<P> {
                 let p = SegmentHeader::page_ptr(seg, start, self.page_shift);
                 self.source
                     .discard(NonNull::new_unchecked(p), 1 << (len + self.page_shift));
+                for b in (start >> d)..((start + (1 << len)) >> d).min(TRACKED_BLOCKS) {
+                    (*seg).populated &= !(1u64 << b);
+                }
             }
             (*seg).used_pages -= 1 << order;
             if (*seg).used_pages == 0 {

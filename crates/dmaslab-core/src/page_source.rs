@@ -31,6 +31,14 @@ pub trait PageSource {
     fn discard(&mut self, ptr: NonNull<u8>, len: usize) {
         let _ = (ptr, len);
     }
+
+    /// Tells the source that `len` bytes at `ptr` (whole pages inside a run it handed out) are
+    /// about to be written: a hosted source maps them in now, in one call, rather than one page
+    /// fault at a time (`madvise(MADV_POPULATE_WRITE)`); the default does nothing. A hint only:
+    /// failure changes nothing.
+    fn populate(&mut self, ptr: NonNull<u8>, len: usize) {
+        let _ = (ptr, len);
+    }
 }
 
 impl<P: PageSource + ?Sized> PageSource for &mut P {
@@ -46,5 +54,8 @@ impl<P: PageSource + ?Sized> PageSource for &mut P {
     }
     fn discard(&mut self, ptr: NonNull<u8>, len: usize) {
         (**self).discard(ptr, len)
+    }
+    fn populate(&mut self, ptr: NonNull<u8>, len: usize) {
+        (**self).populate(ptr, len)
     }
 }

@@ -117,7 +117,9 @@ const SEG_MAGIC: u32 = 0xd3a5_1ab5;
 ///
 /// # Invariants
 /// `magic` is [`SEG_MAGIC`] while the segment is live. For a normal segment `used_pages` counts
-/// the pages handed out of its buddy (slabs and large runs), protected by the page-layer lock.
+/// the pages handed out of its buddy (slabs and large runs), and bit `b` of `populated` is set
+/// once block `b` (of `2^DISCARD_ORDER` pages) has been populated and not discarded since; both
+/// are protected by the page-layer lock.
 #[repr(C)]
 pub(crate) struct SegmentHeader {
     magic: u32,
@@ -126,6 +128,7 @@ pub(crate) struct SegmentHeader {
     pub(crate) order: u8,
     pub(crate) header_pages: u16,
     pub(crate) used_pages: u32,
+    pub(crate) populated: u64,
 }
 
 // The header overlays descriptor 0's link only (its kind must stay readable).
@@ -164,6 +167,7 @@ impl SegmentHeader {
                 order: order as u8,
                 header_pages: hp as u16,
                 used_pages: 0,
+                populated: 0,
             });
             if kind == SEG_NORMAL {
                 for i in 1..(1usize << order) {
