@@ -36,8 +36,8 @@ pub struct PageCounts {
 pub const DISCARD_ORDER: u32 = 6;
 
 /// Blocks of a segment whose population is tracked (`SegmentHeader::populated`); in a larger
-/// segment the blocks beyond are left to page faults.
-const TRACKED_BLOCKS: usize = u64::BITS as usize;
+/// segment (over 2048 pages) the blocks beyond are left to page faults.
+const TRACKED_BLOCKS: usize = u32::BITS as usize;
 
 /// The page layer.
 ///
@@ -178,10 +178,11 @@ impl<P: PageSource> PageLayer<P> {
         let d = self.block_order();
         let end = ((i + (1 << order) - 1) >> d) + 1;
         for b in (i >> d)..end.min(TRACKED_BLOCKS) {
-            // SAFETY: `seg` is live and its header is ours under the lock (caller).
+            // SAFETY: `seg` is live and its bitmap is ours under the lock (caller).
             unsafe {
-                if (*seg).populated & (1u64 << b) == 0 {
-                    (*seg).populated |= 1u64 << b;
+                let populated = SegmentHeader::populated(seg);
+                if *populated & (1u32 << b) == 0 {
+                    *populated |= 1u32 << b;
                     let p = SegmentHeader::page_ptr(seg, b << d, self.page_shift);
                     self.source
                         .populate(NonNull::new_unchecked(p), 1 << (d + self.page_shift));
@@ -225,7 +226,7 @@ impl<P: PageSource> PageLayer<P> {
                 self.source
                     .discard(NonNull::new_unchecked(p), 1 << (len + self.page_shift));
                 for b in (start >> d)..((start + (1 << len)) >> d).min(TRACKED_BLOCKS) {
-                    (*seg).populated &= !(1u64 << b);
+                    *SegmentHeader::populated(seg) &= !(1u32 << b);
                 }
             }
             (*seg).used_pages -= 1 << order;

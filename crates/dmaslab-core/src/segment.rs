@@ -117,9 +117,7 @@ const SEG_MAGIC: u32 = 0xd3a5_1ab5;
 ///
 /// # Invariants
 /// `magic` is [`SEG_MAGIC`] while the segment is live. For a normal segment `used_pages` counts
-/// the pages handed out of its buddy (slabs and large runs), and bit `b` of `populated` is set
-/// once block `b` (of `2^DISCARD_ORDER` pages) has been populated and not discarded since; both
-/// are protected by the page-layer lock.
+/// the pages handed out of its buddy (slabs and large runs), protected by the page-layer lock.
 #[repr(C)]
 pub(crate) struct SegmentHeader {
     magic: u32,
@@ -128,7 +126,6 @@ pub(crate) struct SegmentHeader {
     pub(crate) order: u8,
     pub(crate) header_pages: u16,
     pub(crate) used_pages: u32,
-    pub(crate) populated: u64,
 }
 
 // The header overlays descriptor 0's link only (its kind must stay readable).
@@ -167,7 +164,6 @@ impl SegmentHeader {
                 order: order as u8,
                 header_pages: hp as u16,
                 used_pages: 0,
-                populated: 0,
             });
             if kind == SEG_NORMAL {
                 for i in 1..(1usize << order) {
@@ -209,6 +205,20 @@ impl SegmentHeader {
     pub(crate) unsafe fn desc_ptr(h: *mut SegmentHeader, i: usize) -> *mut PageDesc {
         // SAFETY: descriptors are laid out from the segment start, one per page (caller).
         unsafe { h.cast::<PageDesc>().add(i) }
+    }
+
+    /// The blocks of normal segment `h` populated and not discarded since (bit `b`: block `b`
+    /// of `2^DISCARD_ORDER` pages), protected by the page-layer lock. Kept in descriptor 0's
+    /// free-list word: descriptor 0 describes a header page, which is never a slab, and `init`
+    /// zeroes it; the header itself has no room left on 32-bit targets.
+    ///
+    /// # Safety
+    /// `h` is a live normal segment.
+    #[inline]
+    pub(crate) unsafe fn populated(h: *mut SegmentHeader) -> *mut u32 {
+        // SAFETY: descriptor 0 lies at the segment start (caller: a live normal segment); the
+        // header overlays only its link.
+        unsafe { &raw mut (*h.cast::<PageDesc>()).freelist }
     }
 
     /// The buddy zone of normal segment `h`: its non-header pages.
