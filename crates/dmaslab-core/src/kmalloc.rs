@@ -10,7 +10,7 @@ use crate::segment::{PageDesc, PageKind, SegmentHeader, SEG_HUGE, SEG_NORMAL};
 use crate::segment_map::SegmentMap;
 use crate::size_class::{natural_align, SizeClasses, KMALLOC_CLASSES, NR_KMALLOC_CLASSES};
 use crate::spin::{SpinGuard, SpinLock};
-use crate::stats::{write_slabinfo_header, CacheName, SlabInfo, Totals};
+use crate::stats::{write_slabinfo_header, CacheName, SlabInfo, Totals, Usage};
 use core::fmt::{self, Write};
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
@@ -205,10 +205,6 @@ pub struct Kmalloc<P: PageSource> {
     create_lock: SpinLock<()>,
     /// Debug mode's call sites (lock order: after a cache's, before the page layer's).
     sites: SpinLock<SiteTable>,
-    bytes_requested: AtomicUsize,
-    bytes_handed_out: AtomicUsize,
-    bytes_in_use: AtomicUsize,
-    live_allocations: AtomicUsize,
 }
 
 /// The kmalloc name of class `size`: `96`, `1k`, `8k`.
@@ -270,10 +266,6 @@ impl<P: PageSource> Kmalloc<P> {
             dma_caches: [NO_CACHE; NR_KMALLOC_CLASSES],
             create_lock: SpinLock::new(()),
             sites: SpinLock::new(SiteTable::EMPTY),
-            bytes_requested: AtomicUsize::new(0),
-            bytes_handed_out: AtomicUsize::new(0),
-            bytes_in_use: AtomicUsize::new(0),
-            live_allocations: AtomicUsize::new(0),
         };
         let mut next = 0u16;
         let m = config.kmalloc_minalign();
@@ -416,24 +408,26 @@ impl<P: PageSource> Kmalloc<P> {
         if !align.is_power_of_two() {
             return Ok(None);
         }
-        let (p, got) = match self.cache_for(size, align, gfp) {
+        let p = match self.cache_for(size, align, gfp) {
             Some(id) => {
                 let handle = self.site_handle(site);
                 let mut c = self.caches[id as usize].lock();
                 let res = c.alloc(&self.pages, &self.map, size, handle);
-                let got = c.size;
+                if let Ok(Some(_)) = res {
+                    let got = c.size;
+                    c.usage.alloc(size, got, 1);
+                }
                 drop(c);
                 let Some(p) = res.map_err(|e| self.resolve(e))? else {
                     return Ok(None);
                 };
-                (p, got)
+                p
             }
-            None => match self.alloc_large(size.max(align), align) {
-                Some(x) => x,
+            None => match self.alloc_large(size, align) {
+                Some(p) => p,
                 None => return Ok(None),
             },
         };
-        self.account_alloc(size, got);
         if gfp.contains(Gfp::ZERO) {
             // SAFETY: the allocation is at least `size` bytes and ours.
             unsafe { p.as_ptr().write_bytes(0, size) };
@@ -441,45 +435,27 @@ impl<P: PageSource> Kmalloc<P> {
         Ok(Some(p))
     }
 
-    fn account_alloc(&self, size: usize, got: usize) {
-        self.account_alloc_n(size, got, 1);
-    }
-
-    /// Counts `n` allocations of `size` bytes served with `got` each: four atomic adds however
-    /// many objects a bulk refill takes.
-    fn account_alloc_n(&self, size: usize, got: usize, n: usize) {
-        self.bytes_requested.fetch_add(size * n, Ordering::Relaxed);
-        self.bytes_handed_out.fetch_add(got * n, Ordering::Relaxed);
-        self.bytes_in_use.fetch_add(got * n, Ordering::Relaxed);
-        self.live_allocations.fetch_add(n, Ordering::Relaxed);
-    }
-
-    fn account_free(&self, got: usize) {
-        self.account_free_n(got, 1);
-    }
-
-    fn account_free_n(&self, got: usize, n: usize) {
-        self.bytes_in_use.fetch_sub(got * n, Ordering::Relaxed);
-        self.live_allocations.fetch_sub(n, Ordering::Relaxed);
-    }
-
-    fn alloc_large(&self, bytes: usize, align: usize) -> Option<(NonNull<u8>, usize)> {
+    /// A page run or a huge segment for a request of `size` bytes aligned to `align`, counted
+    /// in the page layer's usage.
+    fn alloc_large(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
+        let bytes = size.max(align);
         let pages = bytes.max(1).checked_add(self.page_size() - 1)? >> self.page_shift;
         let order = pages.checked_next_power_of_two()?.trailing_zeros();
         let mut pl = self.pages.lock();
-        if order <= self.max_run_order {
+        let (p, got) = if order <= self.max_run_order {
             // A large run's `cache` field holds its order: `ksize` reads it without the
             // page-layer lock (`link.order` belongs to that lock).
             let (seg, i) = pl.alloc_run(&self.map, order, PageKind::Large, order as u16)?;
             // SAFETY: the run lies in `seg`.
             let p = unsafe { SegmentHeader::page_ptr(seg, i, self.page_shift) };
-            Some((NonNull::new(p)?, self.page_size() << order))
+            (NonNull::new(p)?, self.page_size() << order)
         } else if align <= self.page_size() {
-            let p = pl.alloc_huge(&self.map, bytes)?;
-            Some((p, pages << self.page_shift))
+            (pl.alloc_huge(&self.map, bytes)?, pages << self.page_shift)
         } else {
-            None
-        }
+            return None;
+        };
+        pl.usage.alloc(size, got, 1);
+        Some(p)
     }
 
     fn locate(&self, addr: usize) -> Loc {
@@ -624,13 +600,14 @@ impl<P: PageSource> Kmalloc<P> {
                 let Some(mut c) = self.lock_slab(head, cache) else {
                     return Err(FreeError::InvalidPointer(addr));
                 };
-                let size = c.size;
                 // SAFETY: `head` is a slab of this cache (checked under its lock) holding `ptr`.
                 let res = unsafe { c.free(head, ptr, &self.pages, &self.map, handle) };
+                if res.is_ok() {
+                    let size = c.size;
+                    c.usage.free(size, 1);
+                }
                 drop(c);
-                res.map_err(|e| self.resolve(e))?;
-                self.account_free(size);
-                Ok(())
+                res.map_err(|e| self.resolve(e))
             }
             Loc::Large { seg, head } => {
                 if expect.is_some() {
@@ -647,8 +624,7 @@ impl<P: PageSource> Kmalloc<P> {
                     }
                     let size = self.page_size() << (*d).link.order;
                     pl.free_run(&self.map, seg, head);
-                    drop(pl);
-                    self.account_free(size);
+                    pl.usage.free(size, 1);
                 }
                 Ok(())
             }
@@ -663,8 +639,7 @@ impl<P: PageSource> Kmalloc<P> {
                 }
                 // SAFETY: a live huge segment whose object the caller gives up.
                 unsafe { pl.free_huge(&self.map, seg) };
-                drop(pl);
-                self.account_free(end - start);
+                pl.usage.free(end - start, 1);
                 Ok(())
             }
             Loc::Header { .. } | Loc::FreePage | Loc::Foreign => {
@@ -855,12 +830,13 @@ impl<P: PageSource> Kmalloc<P> {
         }
         let req = c.object_size;
         let res = c.alloc(&self.pages, &self.map, req, 0);
-        let size = c.size;
+        if let Ok(Some(_)) = res {
+            let size = c.size;
+            c.usage.alloc(size, size, 1);
+        }
         // Release the lock before reporting: a report may allocate.
         drop(c);
-        let p = res.unwrap_or_else(|e| corrupted(e))?;
-        self.account_alloc(size, size);
-        Some(p)
+        res.unwrap_or_else(|e| corrupted(e))
     }
 
     /// Fills `out` with objects from cache `id` under one lock; returns how many it got. A
@@ -890,8 +866,8 @@ impl<P: PageSource> Kmalloc<P> {
         }
         let (n, bad) = c.alloc_bulk(&self.pages, &self.map, out);
         let size = c.size;
+        c.usage.alloc(size, size, n);
         drop(c);
-        self.account_alloc_n(size, size, n);
         match bad {
             Some(e) => Err((n, self.resolve(e))),
             None => Ok(n),
@@ -964,8 +940,8 @@ impl<P: PageSource> Kmalloc<P> {
         if !debug {
             c.active_objs -= done;
         }
+        c.usage.free(size, done);
         drop(c);
-        self.account_free_n(size, done);
         res
     }
 
@@ -1125,6 +1101,8 @@ impl<P: PageSource> Kmalloc<P> {
         // No live object: every slab is empty, and shrinking gives them all back, so no slab
         // descriptor names the cache any more.
         c.shrink(&self.pages, &self.map);
+        // The cache's cumulative counts outlive it (nothing of it is in use any more).
+        self.pages.lock().usage.add(&c.usage);
         *c = KmemCache::UNUSED;
         Ok(())
     }
@@ -1296,14 +1274,25 @@ impl<P: PageSource> Kmalloc<P> {
 
     /// Totals over the allocator.
     pub fn totals(&self) -> Totals {
-        let pages = self.pages.lock().counts(&self.map);
+        // Each cache's counts, then the page layer's: one lock at a time (the lock order puts
+        // a cache's before the page layer's), so the sum is not one instant's, as with any
+        // counters a concurrent allocator reads.
+        let mut usage = Usage::ZERO;
+        for c in &self.caches {
+            usage.add(&c.lock().usage);
+        }
+        let (pages, large) = {
+            let pl = self.pages.lock();
+            (pl.counts(&self.map), pl.usage)
+        };
+        usage.add(&large);
         Totals {
             pages,
             pages_held: pages.segment_pages + pages.huge_pages + pages.map_pages,
-            bytes_requested: self.bytes_requested.load(Ordering::Relaxed) as u64,
-            bytes_handed_out: self.bytes_handed_out.load(Ordering::Relaxed) as u64,
-            bytes_in_use: self.bytes_in_use.load(Ordering::Relaxed) as u64,
-            live_allocations: self.live_allocations.load(Ordering::Relaxed) as u64,
+            bytes_requested: usage.requested as u64,
+            bytes_handed_out: usage.handed_out as u64,
+            bytes_in_use: usage.in_use as u64,
+            live_allocations: usage.live as u64,
         }
     }
 

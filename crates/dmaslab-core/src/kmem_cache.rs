@@ -11,7 +11,7 @@ use crate::segment::{PageDesc, PageKind, SegmentHeader};
 use crate::segment_map::SegmentMap;
 use crate::slab::{Corrupt, SlabGeom};
 use crate::spin::SpinLock;
-use crate::stats::{CacheName, SlabInfo};
+use crate::stats::{CacheName, SlabInfo, Usage};
 use core::ptr::{self, NonNull};
 
 /// The cache id marking a page run as debug metadata (the call-site table).
@@ -156,6 +156,8 @@ pub struct KmemCache {
     full: SlabList,
     empty: SlabList,
     pub(crate) active_objs: usize,
+    /// Bytes and allocations of this cache's objects (see [`Usage`]).
+    pub(crate) usage: Usage,
 }
 
 // SAFETY: the lists point to descriptors in segments that belong to the allocator owning this
@@ -184,6 +186,7 @@ impl KmemCache {
         full: SlabList::EMPTY,
         empty: SlabList::EMPTY,
         active_objs: 0,
+        usage: Usage::ZERO,
     };
 
     /// Sets up this slot as cache `id` of `size`-byte objects aligned to `align`, in

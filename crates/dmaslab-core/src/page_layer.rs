@@ -5,6 +5,7 @@ use crate::buddy::{BuddyLink, FreeArea, Zone};
 use crate::page_source::PageSource;
 use crate::segment::{header_pages, PageDesc, PageKind, SegmentHeader, SEG_HUGE, SEG_NORMAL};
 use crate::segment_map::SegmentMap;
+use crate::stats::Usage;
 use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
 
@@ -54,6 +55,9 @@ pub(crate) struct PageLayer<P> {
     /// Discard (MADV_DONTNEED) freed runs while more than this many pages are free.
     discard_threshold: usize,
     counts: PageCounts,
+    /// Bytes and allocations of large runs and huge segments, and the cumulative counts of
+    /// destroyed caches (see [`Usage`]).
+    pub(crate) usage: Usage,
 }
 
 // SAFETY: the raw pointers point into segments owned by this layer; it moves with them.
@@ -70,6 +74,7 @@ impl<P: PageSource> PageLayer<P> {
             spare: None,
             discard_threshold,
             counts: PageCounts::default(),
+            usage: Usage::ZERO,
         }
     }
 

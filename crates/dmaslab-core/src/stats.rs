@@ -116,6 +116,52 @@ pub fn write_slabinfo_header<W: Write>(w: &mut W) -> fmt::Result {
     )
 }
 
+/// Byte and allocation counts of what one lock protects (a cache, or the page layer's large
+/// runs and huge segments): plain fields, updated under that lock, summed by
+/// [`Kmalloc::totals`](crate::Kmalloc::totals). Atomic counters cost a locked instruction each,
+/// six per `kmalloc`/`kfree` pair: 38 of the core's 67 ns per pair.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Usage {
+    pub(crate) requested: usize,
+    pub(crate) handed_out: usize,
+    pub(crate) in_use: usize,
+    pub(crate) live: usize,
+}
+
+impl Usage {
+    /// No allocation yet.
+    pub(crate) const ZERO: Usage = Usage {
+        requested: 0,
+        handed_out: 0,
+        in_use: 0,
+        live: 0,
+    };
+
+    /// `n` allocations of `size` bytes served with `got` each.
+    #[inline]
+    pub(crate) fn alloc(&mut self, size: usize, got: usize, n: usize) {
+        self.requested += size * n;
+        self.handed_out += got * n;
+        self.in_use += got * n;
+        self.live += n;
+    }
+
+    /// `n` frees of allocations served with `got` bytes each.
+    #[inline]
+    pub(crate) fn free(&mut self, got: usize, n: usize) {
+        self.in_use -= got * n;
+        self.live -= n;
+    }
+
+    /// Adds `other`'s counts.
+    pub(crate) fn add(&mut self, other: &Usage) {
+        self.requested += other.requested;
+        self.handed_out += other.handed_out;
+        self.in_use += other.in_use;
+        self.live += other.live;
+    }
+}
+
 /// Totals over the whole allocator.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Totals {
