@@ -450,7 +450,7 @@ impl<P: PageSource> Kmalloc<P> {
             let p = unsafe { SegmentHeader::page_ptr(seg, i, self.page_shift) };
             (NonNull::new(p)?, self.page_size() << order)
         } else if align <= self.page_size() {
-            (pl.alloc_huge(&self.map, bytes)?, pages << self.page_shift)
+            pl.alloc_huge(&self.map, bytes)?
         } else {
             return None;
         };

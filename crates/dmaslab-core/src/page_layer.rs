@@ -306,8 +306,13 @@ impl<P: PageSource> PageLayer<P> {
         self.counts.header_pages -= header_pages(self.seg_order, 1 << self.page_shift);
     }
 
-    /// Allocates a huge segment for `bytes` and returns the object's address (its second page).
-    pub(crate) fn alloc_huge(&mut self, map: &SegmentMap, bytes: usize) -> Option<NonNull<u8>> {
+    /// Allocates a huge segment for `bytes`; returns the object's address (its second page) and
+    /// its usable size (the rest of the segment: what `ksize` answers).
+    pub(crate) fn alloc_huge(
+        &mut self,
+        map: &SegmentMap,
+        bytes: usize,
+    ) -> Option<(NonNull<u8>, usize)> {
         let pages = bytes.checked_add((1 << self.page_shift) - 1)? >> self.page_shift;
         let order = (pages + 1).checked_next_power_of_two()?.trailing_zeros();
         if order >= usize::BITS - self.page_shift {
@@ -327,7 +332,11 @@ impl<P: PageSource> PageLayer<P> {
         self.counts.huge_pages += 1 << order;
         self.note_peak();
         // SAFETY: the second page is inside the run.
-        NonNull::new(unsafe { SegmentHeader::page_ptr(seg, 1, self.page_shift) })
+        let p = NonNull::new(unsafe { SegmentHeader::page_ptr(seg, 1, self.page_shift) })?;
+        Some((
+            p,
+            (1usize << (order + self.page_shift)) - (1 << self.page_shift),
+        ))
     }
 
     /// Frees a huge segment.

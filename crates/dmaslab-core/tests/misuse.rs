@@ -195,13 +195,24 @@ fn huge_allocations_come_and_go() {
         .expect("a segment-sized allocation")
         .as_ptr();
     assert_eq!(p as usize % DEFAULT_PAGE_SIZE, 0);
-    assert!(k.ksize(p).unwrap() >= seg);
+    let got = k.ksize(p).unwrap();
+    assert!(got >= seg);
     assert!(
         matches!(k.owner_of(p as usize + 100), Owner::Large { start, .. } if start == p as usize)
     );
+    // Counted as what `ksize` says, both ways (the free once took more than the allocation
+    // had added).
+    let t = k.totals();
+    assert_eq!((t.bytes_in_use, t.live_allocations), (got as u64, 1));
+    assert_eq!(
+        (t.bytes_requested, t.bytes_handed_out),
+        (seg as u64, got as u64)
+    );
     // SAFETY: live, freed once.
     unsafe { k.kfree(p).unwrap() };
-    assert_eq!(k.totals().pages.huge_pages, 0);
+    let t = k.totals();
+    assert_eq!(t.pages.huge_pages, 0);
+    assert_eq!((t.bytes_in_use, t.live_allocations), (0, 0));
 }
 
 /// The report's workload: the seed's active counts under B fill exactly the one-page slabs the
