@@ -414,8 +414,7 @@ impl<P: PageSource> Kmalloc<P> {
                 let mut c = self.caches[id as usize].lock();
                 let res = c.alloc(&self.pages, &self.map, size, handle);
                 if let Ok(Some(_)) = res {
-                    let got = c.size;
-                    c.usage.alloc(size, got, 1);
+                    c.count_alloc(size, 1);
                 }
                 drop(c);
                 let Some(p) = res.map_err(|e| self.resolve(e))? else {
@@ -603,8 +602,7 @@ impl<P: PageSource> Kmalloc<P> {
                 // SAFETY: `head` is a slab of this cache (checked under its lock) holding `ptr`.
                 let res = unsafe { c.free(head, ptr, &self.pages, &self.map, handle) };
                 if res.is_ok() {
-                    let size = c.size;
-                    c.usage.free(size, 1);
+                    c.count_free(1);
                 }
                 drop(c);
                 res.map_err(|e| self.resolve(e))
@@ -832,7 +830,7 @@ impl<P: PageSource> Kmalloc<P> {
         let res = c.alloc(&self.pages, &self.map, req, 0);
         if let Ok(Some(_)) = res {
             let size = c.size;
-            c.usage.alloc(size, size, 1);
+            c.count_alloc(size, 1);
         }
         // Release the lock before reporting: a report may allocate.
         drop(c);
@@ -866,7 +864,7 @@ impl<P: PageSource> Kmalloc<P> {
         }
         let (n, bad) = c.alloc_bulk(&self.pages, &self.map, out);
         let size = c.size;
-        c.usage.alloc(size, size, n);
+        c.count_alloc(size, n);
         drop(c);
         match bad {
             Some(e) => Err((n, self.resolve(e))),
@@ -908,7 +906,6 @@ impl<P: PageSource> Kmalloc<P> {
             ));
         };
         let mut c = slot.lock();
-        let size = c.size;
         if !c.live {
             let first = ptrs.first().map_or(0, |p| *p as usize);
             return Err((0, FreeError::InvalidPointer(first)));
@@ -940,7 +937,7 @@ impl<P: PageSource> Kmalloc<P> {
         if !debug {
             c.active_objs -= done;
         }
-        c.usage.free(size, done);
+        c.count_free(done);
         drop(c);
         res
     }

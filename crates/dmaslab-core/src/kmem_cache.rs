@@ -396,6 +396,16 @@ impl KmemCache {
         (n, bad)
     }
 
+    /// Counts `n` objects handed out for requests of `requested` bytes each.
+    pub(crate) fn count_alloc(&mut self, requested: usize, n: usize) {
+        self.usage.alloc(requested, self.size, n);
+    }
+
+    /// Counts `n` objects given back.
+    pub(crate) fn count_free(&mut self, n: usize) {
+        self.usage.free(self.size, n);
+    }
+
     /// The debug view of object `obj` of the slab at `base`.
     ///
     /// # Safety

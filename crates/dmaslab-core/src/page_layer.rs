@@ -52,6 +52,8 @@ pub(crate) struct PageLayer<P> {
     pub(crate) seg_order: u32,
     pub(crate) page_shift: u32,
     spare: Option<NonNull<SegmentHeader>>,
+    /// The largest order a run inside a segment can have (fixed by the geometry).
+    max_run_order: u32,
     /// Discard (MADV_DONTNEED) freed runs while more than this many pages are free.
     discard_threshold: usize,
     counts: PageCounts,
@@ -66,12 +68,19 @@ unsafe impl<P: Send> Send for PageLayer<P> {}
 impl<P: PageSource> PageLayer<P> {
     pub(crate) fn new(source: P, seg_order: u32, discard_threshold: usize) -> Self {
         let page_shift = source.page_size().trailing_zeros();
+        let hp = header_pages(seg_order, 1 << page_shift);
+        // Blocks are aligned; the header occupies the start of the first half at least.
+        let mut max_run_order = seg_order - 1;
+        while max_run_order > 0 && hp > (1 << seg_order) - (1 << max_run_order) {
+            max_run_order -= 1;
+        }
         PageLayer {
             source,
             free: FreeArea::new(seg_order),
             seg_order,
             page_shift,
             spare: None,
+            max_run_order,
             discard_threshold,
             counts: PageCounts::default(),
             usage: Usage::ZERO,
@@ -80,13 +89,7 @@ impl<P: PageSource> PageLayer<P> {
 
     /// The largest order a run inside a segment can have.
     pub(crate) fn max_run_order(&self) -> u32 {
-        let hp = header_pages(self.seg_order, 1 << self.page_shift);
-        // Blocks are aligned; the header occupies the start of the first half at least.
-        let mut k = self.seg_order - 1;
-        while k > 0 && hp > (1 << self.seg_order) - (1 << k) {
-            k -= 1;
-        }
-        k
+        self.max_run_order
     }
 
     pub(crate) fn counts(&self, map: &SegmentMap) -> PageCounts {

@@ -120,7 +120,7 @@ pub fn write_slabinfo_header<W: Write>(w: &mut W) -> fmt::Result {
 /// runs and huge segments): plain fields, updated under that lock, summed by
 /// [`Kmalloc::totals`](crate::Kmalloc::totals). Atomic counters cost a locked instruction each,
 /// six per `kmalloc`/`kfree` pair: 38 of the core's 67 ns per pair.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Usage {
     pub(crate) requested: usize,
     pub(crate) handed_out: usize,
