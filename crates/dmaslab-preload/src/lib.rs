@@ -15,10 +15,14 @@
 //! allocation and free call sites.
 //!
 //! # Call sites
-//! On x86-64 each exported function is a two-instruction naked trampoline: it loads its return
-//! address (the caller's call site) into the next argument register and tail-jumps to the Rust
-//! implementation (`malloc` → `malloc_at(size, site)`), so the fast path grows by one load and one
-//! jump and no frame. Elsewhere the exported functions pass 0 ("unknown").
+//! On x86-64 each exported function other than `malloc` and `free` is a two-instruction naked
+//! trampoline: it loads its return address (the caller's call site) into the next argument
+//! register and tail-jumps to the Rust implementation (`calloc` → `calloc_at(n, size, site)`).
+//! `malloc` and `free` are their fast paths themselves, without a frame, and only a miss goes
+//! through such a trampoline ([`site_trampoline!`]) on its way to the whole path: at that tail
+//! jump the caller's return address is still on top of the stack, and the pair's hot path
+//! takes two taken jumps fewer (BENCHMARKS.md, fourth round). Elsewhere the exported functions
+//! pass 0 ("unknown").
 //!
 //! No function here unwinds: the release profile aborts on panic, and `extern "C"` functions
 //! abort on an unwinding panic in any profile.
@@ -83,20 +87,6 @@ macro_rules! with_site {
 }
 
 with_site! {
-    /// `malloc(3)`.
-    ///
-    /// # Safety
-    /// None beyond C's.
-    fn malloc(size: usize) -> *mut c_void => malloc_at, "rsi"
-}
-with_site! {
-    /// `free(3)`.
-    ///
-    /// # Safety
-    /// `p` is null or a live allocation of this library.
-    fn free(p: *mut c_void) => free_at, "rsi"
-}
-with_site! {
     /// `calloc(3)`: overflow of `n * size` is `ENOMEM`.
     ///
     /// # Safety
@@ -155,44 +145,86 @@ with_site! {
     fn pvalloc(size: usize) -> *mut c_void => pvalloc_at, "rsi"
 }
 
-/// `malloc`: the thread's magazine when it can ([`fast_malloc`]; no errno, no trace hook:
+/// Defines `$name`, the naked tail of an exported fast path's miss (`malloc`, `free`): it
+/// passes its return address as the extra last argument (register `$x86`) of `$imp`. The fast
+/// path reaches it by a tail jump, so that address is the fast path's caller. Should a build
+/// reach it by a call instead (an unoptimised one, whose fast path has a frame), the address
+/// lies inside `$entry` itself, and the site passed is 0, "unknown".
+macro_rules! site_trampoline {
+    ($entry:ident: $name:ident($($a:ident: $t:ty),*) $(-> $r:ty)? => $imp:ident, $x86:literal) => {
+        #[cfg(target_arch = "x86_64")]
+        #[unsafe(naked)]
+        unsafe extern "C" fn $name($($a: $t),*) $(-> $r)? {
+            // rax and rcx are free: scratch in the C ABI and not arguments of `$imp`.
+            core::arch::naked_asm!(
+                concat!("mov ", $x86, ", qword ptr [rsp]"),
+                "mov rax, qword ptr [rip + {entry}@GOTPCREL]",
+                concat!("mov rcx, ", $x86),
+                "sub rcx, rax",
+                // 64 KiB: more than any build of the fast path (unoptimised, `free` is 4.4
+                // KiB) and less than the library's code that follows it, so no caller outside
+                // the library is taken for a call from inside.
+                "cmp rcx, 65536",
+                "jae 2f",
+                concat!("xor ", $x86, ", ", $x86),
+                "2:",
+                "jmp {imp}",
+                entry = sym $entry,
+                imp = sym $imp,
+            )
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unsafe extern "C" fn $name($($a: $t),*) $(-> $r)? {
+            // SAFETY: forwarded from the caller; 0 is "site unknown".
+            unsafe { $imp($($a,)* 0) }
+        }
+    };
+}
+
+/// `malloc(3)`: the thread's magazine when it can ([`fast_malloc`]; no errno, no trace hook:
 /// tracing turns magazines off), else the whole path.
 ///
 /// # Safety
 /// None beyond C's.
-unsafe extern "C" fn malloc_at(size: usize, site: usize) -> *mut c_void {
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
     match fast_malloc(size) {
         Some(p) => p.as_ptr().cast(),
-        None => malloc_slow(size, site),
+        // SAFETY: none needed beyond C's.
+        None => unsafe { malloc_miss(size) },
     }
 }
 
-#[cold]
-#[inline(never)]
-fn malloc_slow(size: usize, site: usize) -> *mut c_void {
-    let p = enomem_if_null(heap().malloc_at(size, site));
-    trace::record(trace::MALLOC, size, 0, p);
-    p
-}
-
-/// `free`: into the thread's magazine when it can ([`fast_free`]), else the whole path.
+/// `free(3)`: into the thread's magazine when it can ([`fast_free`]), else the whole path.
 ///
 /// # Safety
 /// `p` is null or a live allocation of this library.
-unsafe extern "C" fn free_at(p: *mut c_void, site: usize) {
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn free(p: *mut c_void) {
     // SAFETY: the C contract of free.
     if unsafe { fast_free(p.cast()) } {
         return;
     }
     // SAFETY: as above.
-    unsafe { free_slow(p, site) }
+    unsafe { free_miss(p) }
+}
+
+site_trampoline!(malloc: malloc_miss(size: usize) -> *mut c_void => malloc_slow, "rsi");
+site_trampoline!(free: free_miss(p: *mut c_void) => free_slow, "rsi");
+
+#[cold]
+#[inline(never)]
+extern "C" fn malloc_slow(size: usize, site: usize) -> *mut c_void {
+    let p = enomem_if_null(heap().malloc_at(size, site));
+    trace::record(trace::MALLOC, size, 0, p);
+    p
 }
 
 /// # Safety
-/// As for [`free_at`].
+/// As for [`free`].
 #[cold]
 #[inline(never)]
-unsafe fn free_slow(p: *mut c_void, site: usize) {
+unsafe extern "C" fn free_slow(p: *mut c_void, site: usize) {
     if p.is_null() {
         return;
     }

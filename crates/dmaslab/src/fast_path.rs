@@ -104,6 +104,10 @@ pub unsafe fn fast_free(p: *mut u8) -> bool {
         // next `malloc` then depends on no load made through `p` (its cache, its magazine).
         let rx = (*tc).recent_x;
         if rx != NO_CLASS {
+            // Out of line: in a malloc/free pair, `malloc` took the recent object back, and
+            // the fall-through to the two stores and the return, with no taken branch, is
+            // the pair's whole path (measured in BENCHMARKS.md, fourth round).
+            core::hint::cold_path();
             let rm = *(*tc).loaded.get_unchecked(rx as usize);
             // (Null only after a failed magazine allocation.)
             if rm.is_null() || !Magazine::push(rm, (*tc).recent) {
