@@ -1,8 +1,11 @@
 //! The `no_std` core (`Kmalloc` on an [`ArenaPageSource`]) against talc, linked_list_allocator
-//! and buddy_system_allocator, each on its own arena of the same size, single-threaded.
+//! and buddy_system_allocator, each on its own arena of the same size, single-threaded. The
+//! peers run unlocked; the core takes its cache lock on every call (it is `Sync`, as a
+//! `no_std` global allocator must be), so talc also runs behind the core's own spin lock
+//! (`talc+spin`), as it would as a global allocator.
 
 use dmaslab_bench::{Rng, PAIR_SIZES};
-use dmaslab_core::{ArenaPageSource, Config, Gfp, Kmalloc, Policy};
+use dmaslab_core::{ArenaPageSource, Config, Gfp, Kmalloc, Policy, SpinLock};
 use std::alloc::Layout;
 use std::hint::black_box;
 use std::mem::MaybeUninit;
@@ -53,6 +56,23 @@ impl ArenaHeap for Talc {
     }
 }
 
+/// A peer behind one spin lock, taken for every call.
+struct Spin<H>(SpinLock<H>);
+impl<H: ArenaHeap> ArenaHeap for Spin<H> {
+    #[inline]
+    fn alloc(&mut self, l: Layout) -> *mut u8 {
+        // `&self` locking, as a shared global allocator does (not `get_mut`).
+        let lock = &self.0;
+        lock.lock().alloc(l)
+    }
+    #[inline]
+    unsafe fn dealloc(&mut self, p: *mut u8, l: Layout) {
+        let lock = &self.0;
+        // SAFETY: the caller's contract.
+        unsafe { lock.lock().dealloc(p, l) }
+    }
+}
+
 struct Lla(linked_list_allocator::Heap);
 impl ArenaHeap for Lla {
     #[inline]
@@ -95,11 +115,15 @@ fn make(name: &str) -> Box<dyn ArenaHeap> {
                 Kmalloc::new(src, Config::new(p)).unwrap_or_else(|e| panic!("kmalloc: {e:?}")),
             ))
         }
-        "talc" => {
+        "talc" | "talc+spin" => {
             let mut t = talc::base::Talc::new(talc::source::Manual);
             // SAFETY: the leaked arena is ours for the rest of the process.
             unsafe { t.claim(a.as_mut_ptr().cast(), ARENA) };
-            Box::new(Talc(t))
+            if name == "talc" {
+                Box::new(Talc(t))
+            } else {
+                Box::new(Spin(SpinLock::new(Talc(t))))
+            }
         }
         "linked_list_allocator" => {
             let mut h = linked_list_allocator::Heap::empty();
@@ -167,6 +191,7 @@ pub fn run(rounds: usize, scale: f64) {
         "dmaslab-core-C",
         "dmaslab-core-A",
         "talc",
+        "talc+spin",
         "linked_list_allocator",
         "buddy_system_allocator",
     ];
@@ -192,8 +217,11 @@ pub fn run(rounds: usize, scale: f64) {
         "\n### no_std core on a {} MiB arena: time per operation (ns, median of {rounds})\n",
         ARENA >> 20
     );
-    println!("| workload | {} | C / talc |", names.join(" | "));
-    println!("|---|{}---|", "---|".repeat(names.len()));
+    println!(
+        "| workload | {} | C / talc | C / talc+spin |",
+        names.join(" | ")
+    );
+    println!("|---|{}---|---|", "---|".repeat(names.len()));
     for (k, row) in rows.iter().enumerate() {
         let med: Vec<f64> = (0..names.len())
             .map(|j| {
@@ -203,6 +231,11 @@ pub fn run(rounds: usize, scale: f64) {
             })
             .collect();
         let cells: Vec<String> = med.iter().map(|x| format!("{x:.1}")).collect();
-        println!("| {row} | {} | {:.2} |", cells.join(" | "), med[0] / med[2]);
+        println!(
+            "| {row} | {} | {:.2} | {:.2} |",
+            cells.join(" | "),
+            med[0] / med[2],
+            med[0] / med[3]
+        );
     }
 }
