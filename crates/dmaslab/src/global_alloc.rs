@@ -24,13 +24,11 @@ unsafe impl GlobalAlloc for DmaSlab {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if layout.align() <= 8 {
-            match fast_malloc(layout.size()) {
-                Some(p) => p.as_ptr(),
-                None => alloc_slow(layout.size()),
+            if let Some(p) = fast_malloc(layout.size()) {
+                return p.as_ptr();
             }
-        } else {
-            heap().malloc_aligned(layout.size(), layout.align())
         }
+        alloc_slow(layout.size(), layout.align())
     }
 
     #[inline]
@@ -65,8 +63,12 @@ unsafe impl GlobalAlloc for DmaSlab {
 
 #[cold]
 #[inline(never)]
-fn alloc_slow(size: usize) -> *mut u8 {
-    heap().malloc(size)
+fn alloc_slow(size: usize, align: usize) -> *mut u8 {
+    if align <= 8 {
+        heap().malloc(size)
+    } else {
+        heap().malloc_aligned(size, align)
+    }
 }
 
 /// # Safety
