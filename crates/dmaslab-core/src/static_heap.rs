@@ -26,6 +26,7 @@
 
 use crate::arena::{ArenaError, ArenaPageSource};
 use crate::kmalloc::Kmalloc;
+use crate::page_source::DEFAULT_PAGE_SIZE;
 use crate::policy::{Config, ConfigError, Gfp};
 use crate::raw_lock::RawSpinLock;
 use core::alloc::{GlobalAlloc, Layout};
@@ -114,6 +115,18 @@ impl<R: RawMutex> StaticHeap<R> {
         region: &'static mut [MaybeUninit<u8>],
         config: Config,
     ) -> Result<(), StaticHeapError> {
+        self.init_with_page_size(region, DEFAULT_PAGE_SIZE, config)
+    }
+
+    /// [`init`](Self::init) with pages of `page_size` bytes (a power of two, at least 1 KiB):
+    /// smaller pages make smaller segments, for regions under the 256 KiB that 4 KiB pages
+    /// need (1 KiB pages: 32 KiB segments, regions from about 64 KiB).
+    pub fn init_with_page_size(
+        &self,
+        region: &'static mut [MaybeUninit<u8>],
+        page_size: usize,
+        config: Config,
+    ) -> Result<(), StaticHeapError> {
         if self
             .state
             .compare_exchange(UNINIT, BUSY, Ordering::Acquire, Ordering::Acquire)
@@ -121,7 +134,7 @@ impl<R: RawMutex> StaticHeap<R> {
         {
             return Err(StaticHeapError::AlreadyInitialised);
         }
-        let built = ArenaPageSource::new(region)
+        let built = ArenaPageSource::with_page_size(region, page_size)
             .map_err(StaticHeapError::Arena)
             .and_then(|arena| {
                 // SAFETY: `state` is `BUSY` and we set it: nobody else touches the slot.

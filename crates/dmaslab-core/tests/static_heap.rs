@@ -313,3 +313,37 @@ fn default_segments_follow_the_region_and_stay_2mib_for_mmap_and_large() {
         Some(Config::default_seg_order(Some(cap), 4096))
     );
 }
+
+#[test]
+fn small_pages_make_a_64k_heap() {
+    static HEAP: StaticHeap = StaticHeap::new();
+    let r: &'static mut [MaybeUninit<u8>] = Box::leak(region(64 << 10));
+    assert!(
+        HEAP.init(r, Config::new(Policy::C)).is_err(),
+        "64 KiB of 4 KiB pages holds no segment"
+    );
+    let r: &'static mut [MaybeUninit<u8>] = Box::leak(region(64 << 10));
+    HEAP.init_with_page_size(r, 1024, Config::new(Policy::C))
+        .unwrap();
+    let seg = HEAP
+        .with_kmalloc(|k| k.page_size() << k.config().seg_order.unwrap())
+        .unwrap();
+    assert_eq!(seg, 32 << 10);
+    let mut n = 0;
+    let l = Layout::from_size_align(64, 8).unwrap();
+    let mut got = Vec::new();
+    loop {
+        // SAFETY: a non-zero-size layout.
+        let p = unsafe { HEAP.alloc(l) };
+        if p.is_null() {
+            break;
+        }
+        got.push(p);
+        n += 1;
+    }
+    assert!(n * 64 >= 16 << 10, "only {n} objects of 64 bytes in 64 KiB");
+    for p in got {
+        // SAFETY: from `alloc(l)`, freed once.
+        unsafe { HEAP.dealloc(p, l) };
+    }
+}
