@@ -60,5 +60,7 @@ pub use mmap::MmapPageSource;
 pub use page_layer::{PageCounts, PAGE_DESC_BYTES};
 pub use page_source::{PageSource, DEFAULT_PAGE_SIZE};
 pub use policy::{Config, ConfigError, Gfp, Policy, DMA_MINALIGNS};
+#[cfg(feature = "lock-stats")]
+pub use spin::{lock_stats, LockStats};
 pub use spin::{SpinGuard, SpinLock};
 pub use stats::{write_slabinfo_header, CacheName, SlabInfo, Totals};
