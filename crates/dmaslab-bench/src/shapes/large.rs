@@ -12,7 +12,7 @@ const PAGE: usize = 4096;
 
 /// The row's operation is one `malloc` or `free` of a large block.
 pub fn run<H: Heap>(h: &H, scale: f64) -> Vec<Row> {
-    let steps = scaled(2000, scale);
+    let steps = scaled(600, scale);
     let mut rng = Rng::new(64);
     let mut tally = Tally::new(64);
     let mut live: Vec<(usize, usize)> = Vec::with_capacity(LIVE);
