@@ -74,6 +74,8 @@ pub use policy::{Config, ConfigError, Gfp, Policy, DMA_MINALIGNS};
 pub use raw_lock::CriticalSectionRawMutex;
 #[cfg(feature = "static-heap")]
 pub use raw_lock::RawSpinLock;
+#[cfg(feature = "lock-stats")]
+pub use spin::{lock_stats, LockStats};
 pub use spin::{SpinGuard, SpinLock};
 #[cfg(feature = "static-heap")]
 pub use static_heap::{HeapRegion, StaticHeap, StaticHeapError, StaticKmalloc};
