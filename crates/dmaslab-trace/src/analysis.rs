@@ -139,9 +139,13 @@ impl From<PairCounts> for PairCountsJson {
     }
 }
 
+/// Bytes of the arena behind a [`classes`] allocator: the smallest region `Kmalloc::new`
+/// accepts is one 128 KiB segment plus its map, wherever the region starts (about 260 KiB).
+const CLASS_ARENA: usize = 512 << 10;
+
 /// An allocator only asked for its size classes (`kmalloc_size_roundup`), never to allocate.
 fn classes(setup: Setup, mem: &mut [MaybeUninit<u8>]) -> Kmalloc<ArenaPageSource<'_>> {
-    let src = ArenaPageSource::new(mem).expect("64 KiB holds an arena");
+    let src = ArenaPageSource::new(mem).expect("CLASS_ARENA holds an arena");
     Kmalloc::new(
         src,
         Config::new(setup.policy).dma_minalign(setup.dma_minalign),
@@ -294,7 +298,7 @@ pub fn analyse(trace: &Trace, minaligns: &[usize]) -> Report {
 
 /// Share of kmalloc objects whose class under C equals the kernel's `bytes_alloc`.
 fn class_match(lt: &Lifetimes) -> f64 {
-    let mut mem = vec![MaybeUninit::new(0u8); 64 << 10];
+    let mut mem = vec![MaybeUninit::new(0u8); CLASS_ARENA];
     let c = classes(
         Setup {
             policy: Policy::C,
@@ -331,8 +335,8 @@ fn a_cost(trace: &Trace, lt: &Lifetimes, runs: &[PolicyRun], l_ref: usize) -> (V
     };
     let extra = a.peak_pages as i64 - *b_pages as i64;
     let (mut ma, mut mb) = (
-        vec![MaybeUninit::new(0u8); 64 << 10],
-        vec![MaybeUninit::new(0u8); 64 << 10],
+        vec![MaybeUninit::new(0u8); CLASS_ARENA],
+        vec![MaybeUninit::new(0u8); CLASS_ARENA],
     );
     let ka = classes(a.setup, &mut ma);
     let kb = classes(b.setup, &mut mb);
