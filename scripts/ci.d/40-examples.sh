@@ -41,7 +41,7 @@ if [ "$status" -ne 0 ]; then
   exit 1
 fi
 for want in '^dmaslab firmware: 1024 KiB heap' '^collections: ok' '^dma: .*would bounce.*mapped in place' \
-            '^# name ' '^kmalloc-16 ' '^oom: .* refused: true$' '^recovered: ' '^firmware: ok$'; do
+            '^# name ' '^kmalloc-16 ' '^oom: .* refused: true$' '^recovered: ' '^usable: ' '^firmware: ok$'; do
   grep -q -- "$want" <<<"$out" || { echo "examples: firmware output lacks a line matching '$want'"; exit 1; }
 done
 echo "examples: global_alloc, dma_vec and the cortex-m7-qemu firmware ran and printed what they should"

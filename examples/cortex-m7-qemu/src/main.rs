@@ -64,6 +64,7 @@ fn main() -> ! {
     dma_buffers();
     slabinfo();
     oom_then_recovery();
+    usable();
     say!("firmware: ok");
     debug::exit(debug::EXIT_SUCCESS);
     halt()
@@ -189,6 +190,46 @@ fn oom_then_recovery() {
             "oom then recovery: first {first}, second {second}"
         ));
     }
+}
+
+/// How much of the region 64-byte objects can fill on this target (the rest is metadata and
+/// alignment; docs/firmware.md has the host's table). The objects are chained through their
+/// own first word, so counting them needs no memory of its own; all are freed again.
+fn usable() {
+    let r = HEAP.with_kmalloc(|k| {
+        let mut head: *mut u8 = core::ptr::null_mut();
+        let mut n = 0usize;
+        while let Some(p) = k.kmalloc(64, Gfp::KERNEL) {
+            // SAFETY: a fresh 64-byte object, aligned to 64: room for one pointer.
+            unsafe { p.as_ptr().cast::<*mut u8>().write(head) };
+            head = p.as_ptr();
+            n += 1;
+        }
+        let t = k.totals();
+        let cap = k.with_page_source(|a| dmaslab_core::PageSource::capacity(a));
+        while !head.is_null() {
+            // SAFETY: `head` is one of the objects chained above, freed once.
+            let next = unsafe { head.cast::<*mut u8>().read() };
+            // SAFETY: as above.
+            if unsafe { k.kfree(head) }.is_err() {
+                return None;
+            }
+            head = next;
+        }
+        Some((n, t.pages.header_pages, t.pages.map_pages, cap.unwrap_or(0)))
+    });
+    let Some(Some((n, header, map, cap))) = r else {
+        fail(format_args!("usable: could not count"));
+    };
+    let region = 1usize << 20;
+    say!(
+        "usable: {n} objects of 64 B = {} KiB of the {} KiB region ({}%); arena pages {} KiB, \
+         segment headers {header} pages, segment map {map} pages",
+        (n * 64) >> 10,
+        region >> 10,
+        n * 64 * 100 / region,
+        cap >> 10
+    );
 }
 
 fn fail(why: fmt::Arguments) -> ! {
