@@ -12,7 +12,16 @@ fuzz_target!(|data: &[u8]| {
     match dmaslab_trace::parse(&text) {
         Ok(trace) => {
             // Bound the replay's work: the parser is the target, the replay a smoke test.
-            if trace.events.len() <= 4096 {
+            let bytes: u64 = trace
+                .events
+                .iter()
+                .map(|e| match e.kind {
+                    dmaslab_trace::EventKind::Kmalloc { bytes_alloc, .. }
+                    | dmaslab_trace::EventKind::CacheAlloc { bytes_alloc, .. } => bytes_alloc,
+                    _ => 0,
+                })
+                .sum();
+            if trace.events.len() <= 4096 && bytes <= 256 << 20 {
                 let r = dmaslab_trace::analyse(&trace, &[64]);
                 let _ = dmaslab_trace::text(&r);
                 let _ = dmaslab_trace::json(&r);

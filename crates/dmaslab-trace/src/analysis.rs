@@ -187,13 +187,18 @@ fn run_with_growth(
     offset: Option<&Offset>,
     lines: &[usize],
 ) -> (PolicyRun, Option<Judge>) {
-    loop {
+    // The estimate is a bound; doubling covers a fragmented corner. Eight tries is 256 times it.
+    for _ in 0..8 {
         let mut judge = offset.map(|o| Judge::new(o, lines));
         match replay(trace, lt, setup, bytes, keep, judge.as_mut()) {
             Ok(r) => return (r, judge),
             Err(OutOfArena) => bytes *= 2,
         }
     }
+    panic!(
+        "policy {} at {}: the replay does not fit {bytes} bytes",
+        setup.policy, setup.dma_minalign
+    );
 }
 
 /// Replays `trace` under A at each of `minaligns`, B and C.

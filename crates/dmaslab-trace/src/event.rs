@@ -150,6 +150,23 @@ pub(crate) struct Tables {
     pub(crate) big_ptr: bool,
 }
 
+/// Larger than any kmalloc or slab object (Linux's `KMALLOC_MAX_SIZE` is at most 512 MiB): a
+/// size above this is a malformed field, not something to replay.
+pub const MAX_OBJECT_BYTES: u64 = 1 << 30;
+
+/// A `bytes_req` / `bytes_alloc` field.
+fn object_bytes(s: &str, field: &'static str, line: usize) -> Result<u64, ParseError> {
+    let n = dec(s, field, line)?;
+    if n > MAX_OBJECT_BYTES {
+        return Err(ParseError::new(
+            line,
+            field,
+            format!("{n} is larger than any slab object (1 GiB)"),
+        ));
+    }
+    Ok(n)
+}
+
 /// Required/optional key lists, in print-format order.
 const KMALLOC: [(&str, bool); 7] = [
     ("call_site", true),
@@ -238,8 +255,8 @@ impl Tables {
                 EventKind::Kmalloc {
                     site: self.sites.intern(site),
                     ptr: self.ptr(p, line)?,
-                    bytes_req: dec(req, "bytes_req", line)?,
-                    bytes_alloc: dec(alloc, "bytes_alloc", line)?,
+                    bytes_req: object_bytes(req, "bytes_req", line)?,
+                    bytes_alloc: object_bytes(alloc, "bytes_alloc", line)?,
                     gfp_dma: gfp_dma(gfp, line)?,
                 }
             }
@@ -257,8 +274,8 @@ impl Tables {
                     site: self.sites.intern(site),
                     ptr: self.ptr(p, line)?,
                     name: self.name(cache, line)?,
-                    bytes_req: dec(req, "bytes_req", line)?,
-                    bytes_alloc: dec(alloc, "bytes_alloc", line)?,
+                    bytes_req: object_bytes(req, "bytes_req", line)?,
+                    bytes_alloc: object_bytes(alloc, "bytes_alloc", line)?,
                 }
             }
             "kmem_cache_free" => {

@@ -43,17 +43,19 @@ pub(crate) fn extract<'a, const N: usize>(
     Ok(out)
 }
 
-/// Position of `key=` at or after `from`, at the start of `body` or after a space.
+/// Position of `key=` at or after `from`, at the start of `body` or after a space. A byte scan
+/// for `=` (a `str::find` per key builds a substring searcher each time: a third of the parse).
 fn find_key(body: &str, key: &str, from: usize) -> Option<usize> {
-    let b = body.as_bytes();
-    let mut at = from;
-    while let Some(i) = body.get(at..)?.find(key) {
-        let k = at + i;
-        let boundary = k == 0 || b[k - 1] == b' ' || b[k - 1] == b'\t';
-        if boundary && b.get(k + key.len()) == Some(&b'=') {
-            return Some(k);
+    let (b, k) = (body.as_bytes(), key.as_bytes());
+    let mut i = from + k.len();
+    while i < b.len() {
+        if b[i] == b'=' {
+            let s = i - k.len();
+            if &b[s..i] == k && (s == 0 || b[s - 1] == b' ' || b[s - 1] == b'\t') {
+                return Some(s);
+            }
         }
-        at = k + 1;
+        i += 1;
     }
     None
 }

@@ -39,7 +39,7 @@ pub use analysis::{
 };
 pub use dma::{infer_offset, Offset, Row, OFFSET_GRANULE, VOTE_RANGES};
 pub use error::ParseError;
-pub use event::{DmaRange, EventKind, Interner};
+pub use event::{DmaRange, EventKind, Interner, MAX_OBJECT_BYTES};
 pub use lifetime::{pair, Lifetimes, NamedCache, ObjKind, Object, Op, PairCounts};
 pub use parse::{parse, Event, Trace, LOST_TRAILER};
 pub use render::{json, text};

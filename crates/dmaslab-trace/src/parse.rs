@@ -80,7 +80,7 @@ pub fn parse(text: &str) -> Result<Trace, ParseError> {
     for (i, raw) in text.lines().enumerate() {
         let n = i + 1;
         lines = n;
-        if let Some(v) = raw.trim().strip_prefix(LOST_TRAILER) {
+        if let Some(v) = raw.strip_prefix(LOST_TRAILER) {
             trailer += crate::fields::dec(v.trim(), "lost_events", n)?;
             continue;
         }

@@ -119,6 +119,10 @@ fn each_kind_of_damage_names_the_field() {
         (l[..70].to_string(), "ptr"),
         (l.replace("bytes_req=72", "bytes_req=7x2"), "bytes_req"),
         (l.replace(" bytes_alloc=96", ""), "bytes_alloc"),
+        (
+            l.replace("bytes_alloc=96", "bytes_alloc=99999999999"),
+            "bytes_alloc",
+        ),
         (l.replace("ptr=ffff88810247cc00", "ptr=zz"), "ptr"),
         (l.replace("1475.459412:", "1475.4594x2:"), "timestamp"),
         (LINES[5].replace("dir=FROM_DEVICE", "dir=SIDEWAYS"), "dir"),
