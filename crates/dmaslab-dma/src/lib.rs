@@ -59,7 +59,7 @@ mod ram;
 mod scatterlist;
 pub mod scenario;
 
-pub use bounce::{BounceError, SwiotlbPool};
+pub use bounce::{BounceError, BounceRegion, SwiotlbPool, BOUNCE_REGION_ALIGN};
 pub use bounce_rule::{
     exact_needs_bounce, line_neighbours, linux_needs_bounce, BounceRule, Neighbour, NeighbourKind,
 };
