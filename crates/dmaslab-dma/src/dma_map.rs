@@ -222,9 +222,7 @@ impl<B: CacheMaintenance, H: HeapLayout> DmaMap<B, H> {
             &self.heap,
             &self.table,
             subject,
-            dir,
-            writes_buffer,
-            rule_line,
+            writes_buffer.then_some(rule_line),
             line,
             site,
         );
