@@ -6,7 +6,9 @@
 use crate::error::DmaError;
 use alloc::vec;
 use alloc::vec::Vec;
+use core::cell::UnsafeCell;
 use core::fmt;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 /// Why the pool could not give out a buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,7 +85,8 @@ impl SwiotlbPool {
     /// `slot`, a power of two.
     pub unsafe fn from_raw(base: *mut u8, slot: usize, slots: usize) -> Self {
         SwiotlbPool {
-            base: base as usize,
+            // Exposed: the devices the pool lends buffers to reach it by address.
+            base: base.expose_provenance(),
             base_ptr: base,
             slot,
             run: vec![0; slots],
@@ -182,5 +185,48 @@ impl SwiotlbPool {
             }
         }
         covered == self.used && self.used.iter().filter(|&&u| !u).count() == self.free_slots
+    }
+}
+
+/// The alignment of a [`BounceRegion`]: enough for the Cortex-M7's 32-byte lines and for
+/// 64-byte ones, while padding the static by at most 63 bytes (the flag after the bytes).
+pub const BOUNCE_REGION_ALIGN: usize = 64;
+
+/// A static, zeroed, line-aligned region for a [`SwiotlbPool`], handed out once by
+/// [`take`](Self::take): the safe way to get the `&'static mut` that
+/// [`SwiotlbPool::from_region`] wants. Aligned to [`BOUNCE_REGION_ALIGN`].
+///
+/// # Invariants
+/// `mem` is reachable only through the one `&'static mut` that the `take` call which set
+/// `taken` returned.
+#[repr(C, align(64))]
+pub struct BounceRegion<const N: usize> {
+    mem: UnsafeCell<[u8; N]>,
+    taken: AtomicBool,
+}
+
+const _: () = assert!(core::mem::align_of::<BounceRegion<1>>() == BOUNCE_REGION_ALIGN);
+
+// SAFETY: `mem` is handed out once, to one caller (invariant); `taken` is atomic.
+unsafe impl<const N: usize> Sync for BounceRegion<N> {}
+
+#[allow(clippy::new_without_default)] // a region by value is a stack temporary: build it in a static
+impl<const N: usize> BounceRegion<N> {
+    /// `N` zero bytes (in `.bss`).
+    pub const fn new() -> Self {
+        BounceRegion {
+            mem: UnsafeCell::new([0; N]),
+            taken: AtomicBool::new(false),
+        }
+    }
+
+    /// The region's memory, the first time; `None` afterwards.
+    #[allow(clippy::mut_from_ref)] // handed out once, guarded by `taken` (invariant)
+    pub fn take(&'static self) -> Option<&'static mut [u8]> {
+        if self.taken.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        // SAFETY: we set `taken`: this is the only reference ever made to `mem` (invariant).
+        Some(unsafe { &mut *self.mem.get() })
     }
 }

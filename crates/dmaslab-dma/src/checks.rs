@@ -76,24 +76,24 @@ impl Checker {
         Err(err)
     }
 
-    /// Kinds (a) and (b) for a new mapping: what shares the lines of the memory the device
-    /// will access. (a) only when the device writes the driver's buffer itself (non-coherent,
-    /// not bounced), over the bounce rule's `rule_line`; (b) against every active mapping
-    /// unless both are `ToDevice`.
-    #[allow(clippy::too_many_arguments)]
+    /// Kinds (a) and (b) for a new mapping (`subject`): what shares the lines of the memory
+    /// the device will access. (a) when the device writes the driver's buffer itself
+    /// (non-coherent, not bounced): `shared_over` is then the bounce rule's DMA line, over which
+    /// (a) looks. (b) against every active mapping unless both are `ToDevice`.
     pub(crate) fn check_sharing(
         &mut self,
         heap: &impl HeapLayout,
         table: &MappingTable,
         subject: Party,
-        dir: Direction,
-        device_writes_buffer: bool,
-        rule_line: usize,
+        shared_over: Option<usize>,
         line: usize,
         site: Site,
     ) {
         let (addr, len) = (subject.addr, subject.size);
-        if device_writes_buffer {
+        let Role::Mapping(dir) = subject.role else {
+            unreachable!("the subject of a map is a mapping")
+        };
+        if let Some(rule_line) = shared_over {
             for n in line_neighbours(addr, len, rule_line, |a| heap.owner_of(a)) {
                 let role = match n.kind {
                     NeighbourKind::Object { live: true } | NeighbourKind::Large => {

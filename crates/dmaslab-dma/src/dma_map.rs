@@ -194,7 +194,8 @@ impl<B: CacheMaintenance, H: HeapLayout> DmaMap<B, H> {
         if len == 0 {
             return Err(DmaError::ZeroLength);
         }
-        let (addr, line, rule_line) = (buf.addr(), self.line(), self.rule_line(dev));
+        // Exposed: the device reaches the buffer by its address (bus = CPU address - base).
+        let (addr, line, rule_line) = (buf.expose_provenance(), self.line(), self.rule_line(dev));
         let subject = party(Role::Mapping(dir), addr, len, line);
         // Check: only a live allocation of the heap, in bounds, may be mapped.
         self.checker.check_target(&self.heap, subject, line, site)?;
@@ -221,9 +222,7 @@ impl<B: CacheMaintenance, H: HeapLayout> DmaMap<B, H> {
             &self.heap,
             &self.table,
             subject,
-            dir,
-            writes_buffer,
-            rule_line,
+            writes_buffer.then_some(rule_line),
             line,
             site,
         );

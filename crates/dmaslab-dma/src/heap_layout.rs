@@ -1,13 +1,14 @@
 //! What the DMA layer asks the heap: who owns a byte (for the checker and the exact bounce
 //! rule) and `kmalloc_size_roundup` (for Linux's size rule).
 
-use dmaslab_core::{Kmalloc, Owner, PageSource};
+use dmaslab_core::lock_api::RawMutex;
+use dmaslab_core::{Kmalloc, Owner, PageSource, StaticHeap};
 
 /// The heap whose objects are mapped for DMA.
 ///
-/// [`Kmalloc`] implements it, and so does a reference to any implementor, so a
-/// [`crate::DmaMap`] can own its heap (the model [`crate::Machine`]) or borrow a static one (a
-/// firmware's global heap).
+/// [`Kmalloc`] and [`StaticHeap`] implement it, and so does a reference to any implementor, so
+/// a [`crate::DmaMap`] can own its heap (the model [`crate::Machine`]) or borrow a static one
+/// (a firmware's `&'static StaticHeap`).
 pub trait HeapLayout {
     /// Who owns the byte at `addr` ([`Owner::Foreign`] for memory that is not the heap's).
     fn owner_of(&self, addr: usize) -> Owner;
@@ -21,6 +22,20 @@ impl<P: PageSource> HeapLayout for Kmalloc<P> {
     }
     fn kmalloc_size_roundup(&self, size: usize) -> usize {
         Kmalloc::kmalloc_size_roundup(self, size)
+    }
+}
+
+/// A firmware's global heap: each query takes the heap's lock (so not from an interrupt handler
+/// that may have interrupted an allocation under a plain spin lock). Before `init` every byte
+/// is [`Owner::Foreign`], so nothing can be mapped.
+impl<R: RawMutex> HeapLayout for StaticHeap<R> {
+    fn owner_of(&self, addr: usize) -> Owner {
+        self.with_kmalloc(|k| k.owner_of(addr))
+            .unwrap_or(Owner::Foreign)
+    }
+    fn kmalloc_size_roundup(&self, size: usize) -> usize {
+        self.with_kmalloc(|k| k.kmalloc_size_roundup(size))
+            .unwrap_or(size)
     }
 }
 

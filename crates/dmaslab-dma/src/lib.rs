@@ -1,17 +1,20 @@
 //! dmaslab-dma: a streaming DMA mapping layer, modelled on the Linux DMA API, over a
-//! [`dmaslab_core::Kmalloc`] heap that lives in a simulated RAM region.
+//! [`dmaslab_core::Kmalloc`] heap: one map path over two cache maintenance backends, the
+//! deterministic cache model and (feature `cortex-m7`) a Cortex-M7's SCB.
 //!
-//! The pieces (DESIGN.md section 3):
+//! The pieces (DESIGN.md sections 3 and 4; docs/dma.md):
 //!
-//! - [`Device`]: coherent or not, DMA cache line, address mask; [`Direction`].
-//! - [`CacheModel`]: a write-back, write-allocate CPU data cache over the RAM. CPU loads and
-//!   stores go through it; the device reads and writes RAM directly. Evictions are seeded and can
-//!   be forced, so a test replays an exact interleaving.
-//! - [`Machine`]: RAM + kmalloc + cache + the mapping API (`map_single`, `unmap_single`,
-//!   `sync_single_for_cpu` / `_for_device`, `map_sg`, `alloc_coherent`, DMA pools), with the
-//!   cache maintenance of DESIGN.md's table.
-//! - [`SwiotlbPool`]: the bounce pool; [`BounceRule`]: exact bouncing (policy C) or Linux's
-//!   size-only `dma_kmalloc_needs_bounce`.
+//! - [`DmaMap`]: the map path, generic over a [`CacheMaintenance`] backend and a [`HeapLayout`]
+//!   heap: `map_single`, `unmap_single`, `sync_single_for_cpu` / `_for_device`, `map_sg`, with
+//!   the maintenance of DESIGN.md's table. Check ([`Checker`]) → decide ([`BounceRule`]) →
+//!   maintain (the backend) → record.
+//! - Backends: [`ModelBackend`] (a [`CacheModel`] over simulated [`Ram`]; either Linux rule for
+//!   `FromDevice` at map) and `CortexM7` (feature `cortex-m7`; cleans at map, as arm64).
+//! - [`Machine`]: the model — RAM + kmalloc + cache + the map path, plus coherent allocations
+//!   and DMA pools; CPU loads and stores go through the cache, the device goes to RAM, evictions
+//!   are seeded and can be forced, so a test replays an exact interleaving.
+//! - [`SwiotlbPool`]: the bounce pool (over a [`BounceRegion`] on a target); [`BounceRule`]:
+//!   exact bouncing (policy C) or Linux's size-only `dma_kmalloc_needs_bounce`.
 //! - [`Checker`]: findings (a)..(f), collected as data or turned into panics.
 //! - [`scenario::demo`]: the seed's `kmalloc(4)` example under every policy.
 //!
@@ -59,7 +62,7 @@ mod ram;
 mod scatterlist;
 pub mod scenario;
 
-pub use bounce::{BounceError, SwiotlbPool};
+pub use bounce::{BounceError, BounceRegion, SwiotlbPool, BOUNCE_REGION_ALIGN};
 pub use bounce_rule::{
     exact_needs_bounce, line_neighbours, linux_needs_bounce, BounceRule, Neighbour, NeighbourKind,
 };
