@@ -2,7 +2,7 @@
 //!
 //! - [`heap()`]: the process-wide [`Heap`] — the core kmalloc over mmap, per-thread magazines
 //!   and a shared depot (see [`heap`](mod@heap) for the fast path).
-//! - [`DmaSlab`]: the heap as `#[global_allocator]`.
+//! - [`DmaSlab`](struct@DmaSlab): the heap as `#[global_allocator]`.
 //! - [`DmaAlloc`]: an `allocator-api2` allocator of DMA-safe buffers, so `Vec<u8, DmaAlloc>`
 //!   works on stable Rust.
 //! - The C `malloc` family for `LD_PRELOAD` is the `dmaslab-preload` crate (`libdmaslab.so`).
