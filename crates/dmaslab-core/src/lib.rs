@@ -60,5 +60,5 @@ pub use mmap::MmapPageSource;
 pub use page_layer::{PageCounts, PAGE_DESC_BYTES};
 pub use page_source::{PageSource, DEFAULT_PAGE_SIZE};
 pub use policy::{Config, ConfigError, Gfp, Policy, DMA_MINALIGNS};
-pub use spin::{SpinGuard, SpinLock};
+pub use spin::{set_relax_hook, SpinGuard, SpinLock, SPIN_ROUNDS};
 pub use stats::{write_slabinfo_header, CacheName, SlabInfo, Totals};

@@ -242,6 +242,7 @@ impl Heap {
     /// Builds a heap; `magazines`: it is the process-wide heap and may use thread magazines.
     fn build(settings: Settings, magazines: bool) -> Heap {
         let magazines = magazines && !settings.debug && !settings.trace;
+        dmaslab_core::set_relax_hook(sys::yield_cpu);
         let config = Config::new(settings.policy)
             .dma_minalign(settings.dma_minalign)
             .secret(sys::random_u64() as usize | 1)

@@ -159,3 +159,10 @@ pub fn random_u64() -> u64 {
     ((&raw const local as u64).rotate_left(17) ^ ts.tv_nsec as u64 ^ (ts.tv_sec as u64) << 32)
         .wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
+
+/// Lets another thread run: the core's locks call this once brief spinning has not got them
+/// (`dmaslab_core::set_relax_hook`), so that a holder preempted on this CPU can finish.
+pub fn yield_cpu() {
+    // SAFETY: sched_yield has no preconditions.
+    unsafe { libc::sched_yield() };
+}
