@@ -1,6 +1,18 @@
 //! kmalloc: size-class caches, large page runs and the policies, on top of `kmem_cache`.
+//!
+//! # Lock order
+//! The locks of a [`Kmalloc`], in the order they may nest (each is held only for list
+//! operations; none is held while calling out of the allocator):
+//!
+//! 1. a class's depot (`depots[i]`, the per-CPU layer's; never held while taking another, but
+//!    [`Kmalloc::lock_all`] takes them first),
+//! 2. `create_lock` (cache creation and destruction),
+//! 3. a cache's lock (`caches[i]`; one at a time),
+//! 4. `sites` (debug mode's call-site table),
+//! 5. the page layer (`pages`).
 
 use crate::debug::{Finding, SiteTable};
+use crate::depot::{Depot, DepotLists};
 use crate::divisor::Divisor;
 use crate::kmem_cache::{CacheEnv, Ctor, FreeError, KmemCache, META_CACHE};
 use crate::page_layer::PageLayer;
@@ -35,7 +47,7 @@ pub const HINT_SLOTS: usize = 256;
 /// registered normal segment at generation `gen`, in slot `i`. `NO_SEG` is no segment-aligned
 /// address (not even 0, so a null pointer never matches an empty slot).
 #[derive(Clone, Copy, Debug)]
-pub struct SegmentHint {
+pub(crate) struct SegmentHint {
     segs: [*mut u8; HINT_SLOTS],
     gen: usize,
 }
@@ -79,6 +91,11 @@ impl CacheId {
     /// The index of the cache in the allocator's table.
     pub fn index(self) -> usize {
         self.0 as usize
+    }
+
+    /// The id of cache index `x` (a valid index of the allocator at hand).
+    pub(crate) fn from_index(x: usize) -> CacheId {
+        CacheId(x as u16)
     }
 }
 
@@ -200,6 +217,11 @@ pub struct Kmalloc<P: PageSource> {
     stride_shift: [AtomicU32; MAX_CACHES],
     stride_inv: [AtomicUsize; MAX_CACHES],
     stride_lim: [AtomicUsize; MAX_CACHES],
+    /// Per cache, its object size (the stride), published with the stride test: the per-CPU
+    /// layer's `ksize` reads it without the cache's lock.
+    cache_size: [AtomicUsize; MAX_CACHES],
+    /// Per cache, the per-CPU layer's depot of magazines (see [`crate::cpu_cache`]).
+    depots: [Depot; MAX_CACHES],
     kmalloc_caches: [u16; NR_KMALLOC_CLASSES],
     dma_caches: [u16; NR_KMALLOC_CLASSES],
     create_lock: SpinLock<()>,
@@ -224,6 +246,18 @@ impl<P: PageSource> Kmalloc<P> {
         self.stride_shift[i].store(d.shift, Ordering::Relaxed);
         self.stride_inv[i].store(d.inv, Ordering::Relaxed);
         self.stride_lim[i].store(d.lim, Ordering::Relaxed);
+        self.cache_size[i].store(stride, Ordering::Relaxed);
+    }
+
+    /// The object size of cache index `x`, without a lock (0 for an unused slot).
+    #[inline]
+    pub(crate) fn cache_size(&self, x: usize) -> usize {
+        self.cache_size[x & (MAX_CACHES - 1)].load(Ordering::Relaxed)
+    }
+
+    /// The per-CPU layer's depots, by cache index.
+    pub(crate) fn depots(&self) -> &[Depot; MAX_CACHES] {
+        &self.depots
     }
 
     /// An allocator over `source` with `config`.
@@ -262,6 +296,8 @@ impl<P: PageSource> Kmalloc<P> {
             stride_shift: [const { AtomicU32::new(0) }; MAX_CACHES],
             stride_inv: [const { AtomicUsize::new(0) }; MAX_CACHES],
             stride_lim: [const { AtomicUsize::new(0) }; MAX_CACHES],
+            cache_size: [const { AtomicUsize::new(0) }; MAX_CACHES],
+            depots: [const { Depot::new(DepotLists::NEW) }; MAX_CACHES],
             kmalloc_caches: [NO_CACHE; NR_KMALLOC_CLASSES],
             dma_caches: [NO_CACHE; NR_KMALLOC_CLASSES],
             create_lock: SpinLock::new(()),
@@ -350,7 +386,7 @@ impl<P: PageSource> Kmalloc<P> {
         self.cache_for(size, 1, gfp).map(CacheId)
     }
 
-    fn cache_for(&self, size: usize, align: usize, gfp: Gfp) -> Option<u16> {
+    pub(crate) fn cache_for(&self, size: usize, align: usize, gfp: Gfp) -> Option<u16> {
         let dma = gfp.contains(Gfp::DMA) && self.dma_caches.iter().any(|&c| c != NO_CACHE);
         let (table, ids) = if dma {
             (&self.dma_classes, &self.dma_caches)
@@ -666,18 +702,6 @@ impl<P: PageSource> Kmalloc<P> {
         self.ksize_at(ptr as usize, self.locate(ptr as usize))
     }
 
-    /// [`ksize`](Self::ksize) with a caller-kept segment hint (see
-    /// [`cache_of_hinted`](Self::cache_of_hinted)): no segment-map probe while the hint holds.
-    pub fn ksize_hinted(&self, ptr: *const u8, hint: &mut SegmentHint) -> Option<usize> {
-        let addr = ptr as usize;
-        let loc = match self.normal_segment_hinted(addr, hint) {
-            // SAFETY: a live normal segment holding `addr`.
-            Some(seg) => unsafe { self.locate_in(seg, addr) },
-            None => self.locate(addr),
-        };
-        self.ksize_at(addr, loc)
-    }
-
     fn ksize_at(&self, addr: usize, loc: Loc) -> Option<usize> {
         match loc {
             Loc::Slab { head, cache, .. } => {
@@ -838,38 +862,34 @@ impl<P: PageSource> Kmalloc<P> {
     }
 
     /// Fills `out` with objects from cache `id` under one lock; returns how many it got. A
-    /// corrupted free list panics (see [`kmem_cache_alloc_bulk_checked`]).
-    ///
-    /// [`kmem_cache_alloc_bulk_checked`]: Self::kmem_cache_alloc_bulk_checked
+    /// corrupted free list panics.
     pub fn kmem_cache_alloc_bulk(&self, id: CacheId, out: &mut [*mut u8]) -> usize {
-        self.kmem_cache_alloc_bulk_checked(id, out)
-            .unwrap_or_else(|(_, e)| corrupted(e))
+        match self.cache_alloc_bulk(id.index(), out) {
+            (n, None) => n,
+            (_, Some(e)) => corrupted(e),
+        }
     }
 
-    /// [`kmem_cache_alloc_bulk`](Self::kmem_cache_alloc_bulk) for hosts that report misuse
-    /// themselves: a free-list link that does not decode (memory written after it was freed)
-    /// is returned with the number of objects already in `out` (the caller's) instead of
-    /// panicking.
-    pub fn kmem_cache_alloc_bulk_checked(
+    /// [`kmem_cache_alloc_bulk`](Self::kmem_cache_alloc_bulk) of cache index `x` for the
+    /// per-CPU layer: a free-list link that does not decode (memory written after it was freed)
+    /// is returned with the number of objects already in `out`.
+    pub(crate) fn cache_alloc_bulk(
         &self,
-        id: CacheId,
+        x: usize,
         out: &mut [*mut u8],
-    ) -> Result<usize, (usize, FreeError)> {
-        let Some(slot) = self.caches.get(id.index()) else {
-            return Ok(0);
+    ) -> (usize, Option<FreeError>) {
+        let Some(slot) = self.caches.get(x) else {
+            return (0, None);
         };
         let mut c = slot.lock();
         if !c.live {
-            return Ok(0);
+            return (0, None);
         }
         let (n, bad) = c.alloc_bulk(&self.pages, &self.map, out);
         let size = c.size;
         c.count_alloc(size, n);
         drop(c);
-        match bad {
-            Some(e) => Err((n, self.resolve(e))),
-            None => Ok(n),
-        }
+        (n, bad.map(|e| self.resolve(e)))
     }
 
     /// Frees the objects `ptrs` of cache `id`, taking the cache lock once (a magazine's worth).
@@ -885,21 +905,23 @@ impl<P: PageSource> Kmalloc<P> {
     ) -> Result<(), (usize, FreeError)> {
         let mut hint = SegmentHint::NONE;
         // SAFETY: forwarded.
-        unsafe { self.kmem_cache_free_bulk_hinted(id, ptrs, &mut hint) }
+        unsafe { self.cache_free_bulk(id.index(), ptrs, &mut hint) }
     }
 
-    /// [`kmem_cache_free_bulk`](Self::kmem_cache_free_bulk) with a caller-kept segment hint (a
-    /// thread's: the segments its frees landed in), which spares most segment-map probes.
+    /// [`kmem_cache_free_bulk`](Self::kmem_cache_free_bulk) of cache index `x` with a CPU
+    /// cache's segment hint (the segments its frees landed in), which spares most segment-map
+    /// probes: the per-CPU layer's drain.
     ///
     /// # Safety
     /// As for [`kmem_cache_free_bulk`](Self::kmem_cache_free_bulk).
-    pub unsafe fn kmem_cache_free_bulk_hinted(
+    pub(crate) unsafe fn cache_free_bulk(
         &self,
-        id: CacheId,
+        x: usize,
         ptrs: &[*mut u8],
         hint: &mut SegmentHint,
     ) -> Result<(), (usize, FreeError)> {
-        let Some(slot) = self.caches.get(id.index()) else {
+        let id = CacheId::from_index(x);
+        let Some(slot) = self.caches.get(x) else {
             return Err((
                 0,
                 FreeError::WrongCache(ptrs.first().map_or(0, |p| *p as usize)),
@@ -967,7 +989,11 @@ impl<P: PageSource> Kmalloc<P> {
     /// the segment the hint names and no segment has been given back since the hint was taken,
     /// the segment-map probe is skipped. Same answers as `cache_of`.
     #[inline]
-    pub fn cache_of_hinted(&self, ptr: *const u8, hint: &mut SegmentHint) -> Option<CacheId> {
+    pub(crate) fn cache_of_hinted(
+        &self,
+        ptr: *const u8,
+        hint: &mut SegmentHint,
+    ) -> Option<CacheId> {
         // Huge segments hold no slabs; outside normal segments nothing is an object of ours.
         let seg = self.normal_segment_hinted(ptr as usize, hint)?;
         // SAFETY: a live normal segment holding `ptr`.
@@ -978,7 +1004,7 @@ impl<P: PageSource> Kmalloc<P> {
     /// without a probe: the inline part of a free fast path, whose caller retries the whole
     /// lookup on its slow path (which also reports an invalid pointer).
     #[inline(always)]
-    pub fn cache_of_if_hinted(&self, ptr: *const u8, hint: &SegmentHint) -> Option<CacheId> {
+    pub(crate) fn cache_of_if_hinted(&self, ptr: *const u8, hint: &SegmentHint) -> Option<CacheId> {
         let addr = ptr as usize;
         let seg_addr = addr & !((1usize << self.seg_shift) - 1);
         let seg = hint.holds(addr >> self.seg_shift, seg_addr, self.map.generation())?;
@@ -1306,6 +1332,9 @@ impl<P: PageSource> Kmalloc<P> {
     pub unsafe fn force_unlock_all(&self) {
         // SAFETY: forwarded from the caller.
         unsafe {
+            for d in &self.depots {
+                d.force_unlock();
+            }
             for c in &self.caches {
                 c.force_unlock();
             }
@@ -1318,6 +1347,9 @@ impl<P: PageSource> Kmalloc<P> {
     /// Takes every lock of the allocator and keeps them (for a `pthread_atfork` prepare handler;
     /// undo with [`force_unlock_all`](Self::force_unlock_all) in both parent and child).
     pub fn lock_all(&self) {
+        for d in &self.depots {
+            core::mem::forget(d.lock());
+        }
         let g = self.create_lock.lock();
         core::mem::forget(g);
         for c in &self.caches {

@@ -6,6 +6,10 @@
 //! - [`Kmalloc`]: kmalloc size classes 8 .. 8k (plus `dma-kmalloc-*` under B and C), user caches
 //!   (`kmem_cache_create`), large page runs, statistics as `/proc/slabinfo`, and
 //!   [`Kmalloc::owner_of`] for the DMA layer.
+//! - [`CpuCache`]: the per-CPU layer (magazines and their [`depot`]), a caller-owned cache
+//!   passed as `&mut` to [`Kmalloc::kmalloc_cpu`], [`Kmalloc::kfree_cpu`] and the lock-free
+//!   [`CpuCache::alloc_fast`] / [`Kmalloc::kfree_fast`]: one per CPU in a kernel (preemption
+//!   off), one per thread in the hosted heap.
 //!
 //! Guarantees, in every policy: `kmalloc(2^k)` is aligned to `2^k` up to
 //! [`Kmalloc::max_natural_align`] (half a segment: 1 MiB by default), 96-byte objects to 32 and
@@ -33,11 +37,14 @@ extern crate std;
 
 mod arena;
 mod buddy;
+mod cpu_cache;
 mod debug;
+pub mod depot;
 mod divisor;
 pub mod geometry;
 mod kmalloc;
 mod kmem_cache;
+pub mod magazine;
 #[cfg(feature = "std")]
 mod mmap;
 mod page_layer;
@@ -52,8 +59,9 @@ mod spin;
 mod stats;
 
 pub use arena::{ArenaError, ArenaPageSource};
+pub use cpu_cache::{CpuCache, NO_CLASS};
 pub use debug::{Finding, FindingKind, POISON_FREE, RED_ZONE};
-pub use kmalloc::{CacheError, CacheId, Kmalloc, Owner, SegmentHint, HINT_SLOTS, MAX_CACHES};
+pub use kmalloc::{CacheError, CacheId, Kmalloc, Owner, HINT_SLOTS, MAX_CACHES};
 pub use kmem_cache::{Ctor, FreeError};
 #[cfg(feature = "std")]
 pub use mmap::MmapPageSource;
