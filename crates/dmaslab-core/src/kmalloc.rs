@@ -1209,21 +1209,41 @@ impl<P: PageSource> Kmalloc<P> {
     }
 
     /// Walks every slab of every cache: free lists must decode, and in debug mode every free
-    /// object must keep its poison and every allocated one its red zone. Calls `found` for each
-    /// problem and returns how many there were.
+    /// object must keep its poison and every allocated one its red zone. Checks the documented
+    /// invariants too ([`FindingKind::BrokenInvariant`](crate::FindingKind::BrokenInvariant)):
+    /// each slab on exactly one list, the one its state calls for; a cache's active objects the
+    /// sum of its slabs' objects in use; the page layer's slab pages the sum of the caches'
+    /// slab pages, and the pages of the segments held the sum of header, slab, large and free
+    /// pages. Calls `found` for each problem and returns how many there were.
     pub fn validate(&self, mut found: impl FnMut(&Finding)) -> usize {
-        self.caches
-            .iter()
-            .map(|slot| {
-                let c = slot.lock();
-                if c.live {
-                    // Lock order: cache, then sites.
-                    c.validate(&mut |f| found(&f.resolved(&self.sites.lock())))
-                } else {
-                    0
-                }
-            })
-            .sum()
+        // Every cache lock at once (in index order, then the page layer's: the lock order), so
+        // that the sums are exact while other threads allocate.
+        let caches: [SpinGuard<'_, KmemCache>; MAX_CACHES] =
+            core::array::from_fn(|i| self.caches[i].lock());
+        let mut slab_pages = 0;
+        let mut n = 0;
+        for c in caches.iter().filter(|c| c.live) {
+            // Lock order: cache, then sites.
+            let (found_here, pages) = c.validate(&mut |f| found(&f.resolved(&self.sites.lock())));
+            n += found_here;
+            slab_pages += pages;
+        }
+        let pc = self.pages.lock().counts(&self.map);
+        drop(caches);
+        let held = pc.header_pages + pc.slab_pages + pc.large_pages + pc.free_pages;
+        if slab_pages != pc.slab_pages || held != pc.segment_pages {
+            n += 1;
+            found(&Finding {
+                kind: crate::FindingKind::BrokenInvariant,
+                addr: 0,
+                cache: CacheName::EMPTY,
+                object: 0,
+                offset: 0,
+                alloc_site: 0,
+                free_site: 0,
+            });
+        }
+        n
     }
 
     /// Debug mode: the handle of call site `site` (0 outside debug mode or when unknown).
