@@ -3,14 +3,16 @@
 //! Every workload runs against a [`Heap`]: the C library's `malloc` family ([`Libc`], which
 //! `LD_PRELOAD` replaces) or a Rust [`GlobalAlloc`] ([`Global`]). A workload returns rows of
 //! `(name, operations, nanoseconds)`; only the measured part is timed (no setup, no process
-//! start).
+//! start), and the allocator's lock counts, where it exports them ([`probe`]), are taken around
+//! the same part. The workloads of the field's shapes (issue 13) are in [`shapes`].
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier, Mutex};
 use std::time::Instant;
 
+pub mod probe;
+pub mod shapes;
 pub mod trace;
 
 /// A heap the workloads can drive.
@@ -101,10 +103,51 @@ unsafe impl<A: GlobalAlloc + Sync> Heap for Global<A> {
 pub struct Row {
     /// Workload row name, e.g. `pair-64`.
     pub name: String,
-    /// Operations performed.
+    /// Operations performed (what one operation is depends on the row: BENCHMARKS.md).
     pub ops: u64,
+    /// Calls into the allocator (each `malloc`, `free`, `realloc` ...): the denominator of the
+    /// lock counts.
+    pub calls: u64,
     /// Nanoseconds taken.
     pub nanos: u128,
+    /// Lock calls and contended lock calls in the measured part, if the allocator counts them.
+    pub locks: Option<(u64, u64)>,
+    /// `(read, written)` sums of the tags the workload wrote into its objects and read back
+    /// before freeing them: equal when no object was lost or overwritten ([`shapes::Tally`]).
+    pub check: Option<(u64, u64)>,
+}
+
+/// The measured part of a workload: its time and the lock counts around it.
+pub struct Timer {
+    start: Instant,
+    locks: Option<(u64, u64)>,
+}
+
+impl Timer {
+    /// Starts measuring (reads the lock counts first, so reading them is not timed).
+    pub fn start() -> Timer {
+        let locks = probe::lock_counts();
+        Timer {
+            start: Instant::now(),
+            locks,
+        }
+    }
+    /// Stops measuring: the row of `ops` operations and `calls` allocator calls.
+    pub fn row(self, name: impl Into<String>, ops: u64, calls: u64) -> Row {
+        let nanos = self.start.elapsed().as_nanos();
+        let locks = match (self.locks, probe::lock_counts()) {
+            (Some((a0, c0)), Some((a1, c1))) => Some((a1 - a0, c1 - c0)),
+            _ => None,
+        };
+        Row {
+            name: name.into(),
+            ops,
+            calls,
+            nanos,
+            locks,
+            check: None,
+        }
+    }
 }
 
 /// A small xorshift generator (deterministic workloads).
@@ -133,7 +176,7 @@ impl Rng {
     }
 }
 
-fn scaled(n: usize, scale: f64) -> usize {
+pub(crate) fn scaled(n: usize, scale: f64) -> usize {
     ((n as f64 * scale) as usize).max(1)
 }
 
@@ -152,7 +195,7 @@ pub fn pairs<H: Heap>(h: &H, scale: f64) -> Vec<Row> {
                 // SAFETY: a fresh block of `s` bytes.
                 unsafe { h.free(black_box(p), s, 8) };
             }
-            let t = Instant::now();
+            let t = Timer::start();
             for i in 0..n {
                 let p = h.malloc(black_box(s));
                 // SAFETY: a fresh block of at least one byte, then freed once.
@@ -161,11 +204,7 @@ pub fn pairs<H: Heap>(h: &H, scale: f64) -> Vec<Row> {
                     h.free(p, s, 8);
                 }
             }
-            Row {
-                name: format!("pair-{s}"),
-                ops: n as u64,
-                nanos: t.elapsed().as_nanos(),
-            }
+            t.row(format!("pair-{s}"), n as u64, 2 * n as u64)
         })
         .collect()
 }
@@ -180,7 +219,7 @@ pub fn random<H: Heap>(h: &H, scale: f64) -> Vec<Row> {
         order.swap(i, rng.range(0, i));
     }
     let mut ptrs = vec![std::ptr::null_mut::<u8>(); n];
-    let t = Instant::now();
+    let t = Timer::start();
     for (p, &s) in ptrs.iter_mut().zip(&sizes) {
         *p = h.malloc(s);
         // SAFETY: fresh block of `s >= 1` bytes.
@@ -190,11 +229,7 @@ pub fn random<H: Heap>(h: &H, scale: f64) -> Vec<Row> {
         // SAFETY: each block is freed once.
         unsafe { h.free(ptrs[i], sizes[i], 8) };
     }
-    vec![Row {
-        name: "random-1M".into(),
-        ops: 2 * n as u64,
-        nanos: t.elapsed().as_nanos(),
-    }]
+    vec![t.row("random-1M", 2 * n as u64, 2 * n as u64)]
 }
 
 /// A single-producer single-consumer ring of pointers.
@@ -217,7 +252,7 @@ pub fn prodcons<H: Heap>(h: &H, scale: f64) -> Vec<Row> {
         head: AtomicUsize::new(0),
         tail: AtomicUsize::new(0),
     };
-    let t = Instant::now();
+    let t = Timer::start();
     std::thread::scope(|s| {
         s.spawn(|| {
             let mut rng = Rng::new(7);
@@ -247,77 +282,12 @@ pub fn prodcons<H: Heap>(h: &H, scale: f64) -> Vec<Row> {
             }
         });
     });
-    vec![Row {
-        name: "prodcons".into(),
-        ops: n as u64,
-        nanos: t.elapsed().as_nanos(),
-    }]
+    vec![t.row("prodcons", n as u64, 2 * n as u64)]
 }
 
-/// Threads of larson-style churn: each replaces random slots of its array (random sizes
-/// 16..=1024, random lifetimes); after each epoch the arrays move to the next thread, so
-/// objects are freed by threads that did not allocate them.
+/// Four threads of larson-style churn ([`shapes::larson`]), objects freed by other threads.
 pub fn larson<H: Heap>(h: &H, scale: f64) -> Vec<Row> {
-    const THREADS: usize = 4;
-    const SLOTS: usize = 2000;
-    const EPOCHS: usize = 8;
-    let per_epoch = scaled(100_000, scale);
-    type Slots = Vec<(usize, usize)>;
-    let arrays: Arc<Mutex<Vec<Slots>>> = Arc::new(Mutex::new(Vec::new()));
-    {
-        let mut a = arrays.lock().unwrap_or_else(|e| e.into_inner());
-        let mut rng = Rng::new(3);
-        for _ in 0..THREADS {
-            let v = (0..SLOTS)
-                .map(|_| {
-                    let s = rng.range(16, 1024);
-                    (h.malloc(s) as usize, s)
-                })
-                .collect();
-            a.push(v);
-        }
-    }
-    let barrier = Barrier::new(THREADS);
-    let t = Instant::now();
-    std::thread::scope(|sc| {
-        for tid in 0..THREADS {
-            let arrays = &arrays;
-            let barrier = &barrier;
-            sc.spawn(move || {
-                let mut rng = Rng::new(100 + tid as u64);
-                for e in 0..EPOCHS {
-                    let idx = (tid + e) % THREADS;
-                    let mut mine =
-                        std::mem::take(&mut arrays.lock().unwrap_or_else(|e| e.into_inner())[idx]);
-                    for _ in 0..per_epoch {
-                        let i = rng.range(0, SLOTS - 1);
-                        let (p, s) = mine[i];
-                        // SAFETY: the slot's block is live and owned by this array.
-                        unsafe { h.free(p as *mut u8, s, 8) };
-                        let s = rng.range(16, 1024);
-                        let q = h.malloc(s);
-                        // SAFETY: a fresh block of at least 16 bytes.
-                        unsafe { q.write_volatile(1) };
-                        mine[i] = (q as usize, s);
-                    }
-                    arrays.lock().unwrap_or_else(|e| e.into_inner())[idx] = mine;
-                    barrier.wait();
-                }
-            });
-        }
-    });
-    let nanos = t.elapsed().as_nanos();
-    for v in arrays.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-        for &(p, s) in v {
-            // SAFETY: the remaining blocks, freed once.
-            unsafe { h.free(p as *mut u8, s, 8) };
-        }
-    }
-    vec![Row {
-        name: "larson-4t".into(),
-        ops: (2 * THREADS * EPOCHS * per_epoch) as u64,
-        nanos,
-    }]
+    shapes::larson::run(h, scale, 4, false, "larson-4t")
 }
 
 /// 1000 buffers grown round-robin by `realloc`, 24 bytes at a time, from 16 bytes to 16 KiB.
@@ -325,7 +295,7 @@ pub fn realloc_growth<H: Heap>(h: &H, scale: f64) -> Vec<Row> {
     let bufs = scaled(1000, scale);
     let steps = 680;
     let mut v: Vec<(*mut u8, usize)> = (0..bufs).map(|_| (h.malloc(16), 16)).collect();
-    let t = Instant::now();
+    let t = Timer::start();
     for step in 1..=steps {
         let new = 16 + 24 * step;
         for b in v.iter_mut() {
@@ -336,23 +306,19 @@ pub fn realloc_growth<H: Heap>(h: &H, scale: f64) -> Vec<Row> {
             *b = (q, new);
         }
     }
-    let nanos = t.elapsed().as_nanos();
+    let row = t.row("realloc-grow", (bufs * steps) as u64, (bufs * steps) as u64);
     for &(p, s) in &v {
         // SAFETY: freed once.
         unsafe { h.free(p, s, 8) };
     }
-    vec![Row {
-        name: "realloc-grow".into(),
-        ops: (bufs * steps) as u64,
-        nanos,
-    }]
+    vec![row]
 }
 
 /// The seed's workload (`dmaslab report`): the active objects of its five kmalloc caches,
 /// allocated and kept (the process's memory at exit is the footprint).
 pub fn seed<H: Heap>(h: &H) -> Vec<Row> {
     let mut kept = Vec::with_capacity(dmaslab_core::seed::seed_objects());
-    let t = Instant::now();
+    let t = Timer::start();
     for &(size, count) in &dmaslab_core::seed::SEED_ACTIVE {
         for _ in 0..count {
             let p = h.malloc(size);
@@ -361,21 +327,18 @@ pub fn seed<H: Heap>(h: &H) -> Vec<Row> {
             kept.push(p as usize);
         }
     }
-    let nanos = t.elapsed().as_nanos();
+    let n = dmaslab_core::seed::seed_objects() as u64;
+    let row = t.row("seed", n, n);
     black_box(&kept);
     std::mem::forget(kept);
-    vec![Row {
-        name: "seed".into(),
-        ops: dmaslab_core::seed::seed_objects() as u64,
-        nanos,
-    }]
+    vec![row]
 }
 
 /// `scale` million malloc(64)/free pairs, untimed beyond the loop: the workload whose
 /// instructions callgrind counts (the harness runs it twice and takes the difference).
 pub fn fastpath<H: Heap>(h: &H, scale: f64) -> Vec<Row> {
     let n = scaled(1_000_000, scale);
-    let t = Instant::now();
+    let t = Timer::start();
     for i in 0..n {
         let p = h.malloc(black_box(64));
         // SAFETY: a fresh block, freed once.
@@ -384,11 +347,7 @@ pub fn fastpath<H: Heap>(h: &H, scale: f64) -> Vec<Row> {
             h.free(p, 64, 8);
         }
     }
-    vec![Row {
-        name: "fastpath-64".into(),
-        ops: n as u64,
-        nanos: t.elapsed().as_nanos(),
-    }]
+    vec![t.row("fastpath-64", n as u64, 2 * n as u64)]
 }
 
 /// The names of the workloads [`run`] knows.
@@ -396,7 +355,8 @@ pub const WORKLOADS: [&str; 7] = [
     "pairs", "random", "prodcons", "larson", "realloc", "trace", "seed",
 ];
 
-/// Runs workload `name` (`trace` needs `trace_path`).
+/// Runs workload `name`: one of [`WORKLOADS`] (`trace` needs `trace_path`), `fastpath` or one
+/// of [`shapes::SHAPES`].
 pub fn run<H: Heap>(h: &H, name: &str, scale: f64, trace_path: Option<&str>) -> Vec<Row> {
     match name {
         "pairs" => pairs(h, scale),
@@ -419,16 +379,24 @@ pub fn run<H: Heap>(h: &H, name: &str, scale: f64, trace_path: Option<&str>) -> 
                 std::process::exit(2)
             }
         },
-        _ => {
+        _ => shapes::run(h, name, scale).unwrap_or_else(|| {
             eprintln!("unknown workload {name}");
             std::process::exit(2)
-        }
+        }),
     }
 }
 
-/// Prints rows as the harness reads them: `RESULT name ops nanos`.
+/// Prints rows as the harness reads them: `RESULT name ops nanos calls`, then
+/// `LOCKS name calls contended` where the allocator counts its locks and `CHECK name read
+/// written` where the workload tags its objects.
 pub fn print_rows(rows: &[Row]) {
     for r in rows {
-        println!("RESULT {} {} {}", r.name, r.ops, r.nanos);
+        println!("RESULT {} {} {} {}", r.name, r.ops, r.nanos, r.calls);
+        if let Some((a, c)) = r.locks {
+            println!("LOCKS {} {a} {c}", r.name);
+        }
+        if let Some((read, written)) = r.check {
+            println!("CHECK {} {read} {written}", r.name);
+        }
     }
 }

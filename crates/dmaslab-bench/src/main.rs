@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! dmaslab-bench [--rounds N] [--scale F] [SECTION...]
-//!   SECTION: preload (C allocators by LD_PRELOAD), rust (GlobalAlloc crates), core (no_std
+//!   SECTION: preload (C allocators by LD_PRELOAD: the workloads of lib.rs, the field's shapes
+//!   of `shapes` and sqlite3), field (only the field's shapes and sqlite3), rust (GlobalAlloc crates), core (no_std
 //!   core on an arena vs talc, linked_list_allocator, buddy_system_allocator), dma (map/unmap
 //!   cost), fastpath (callgrind instruction counts). Default: all.
 //! ```
@@ -19,6 +20,8 @@ use std::process::Command;
 
 mod core_peers;
 mod dma;
+mod field;
+mod sqlite_run;
 
 const PEERS: [(&str, &str); 3] = [
     ("mimalloc", "/usr/lib/x86_64-linux-gnu/libmimalloc.so.2"),
@@ -40,9 +43,17 @@ struct Alloc {
     dmaslab: bool,
 }
 
+/// One row of a child run: name, ns per operation, allocator calls, lock counts.
+struct RowOut {
+    name: String,
+    ns: f64,
+    calls: u64,
+    locks: Option<(u64, u64)>,
+}
+
 /// What one child run measured.
 struct Outcome {
-    rows: Vec<(String, f64)>,
+    rows: Vec<RowOut>,
     maxrss_kib: i64,
     pages: Option<(u64, u64, u64)>,
 }
@@ -79,7 +90,46 @@ fn run_child(mut cmd: Command) -> Option<(String, i64)> {
     Some((text, ru.ru_maxrss))
 }
 
+/// Reads the work binary's `RESULT`, `LOCKS` and `CHECK` lines; `None` (and a message) if a
+/// row's tag check failed.
+fn parse_rows(text: &str, cmd: &str) -> Option<Vec<RowOut>> {
+    let mut rows: Vec<RowOut> = Vec::new();
+    for l in text.lines() {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        let num = |i: usize| w.get(i).and_then(|x| x.parse::<u64>().ok());
+        match (w.first().copied(), w.get(1)) {
+            (Some("RESULT"), Some(name)) => {
+                let (Some(ops), Some(ns)) = (num(2), num(3)) else {
+                    continue;
+                };
+                rows.push(RowOut {
+                    name: name.to_string(),
+                    ns: ns as f64 / ops as f64,
+                    calls: num(4).unwrap_or(ops),
+                    locks: None,
+                });
+            }
+            (Some("LOCKS"), Some(name)) => {
+                if let (Some(r), Some(a), Some(c)) =
+                    (rows.iter_mut().find(|r| r.name == *name), num(2), num(3))
+                {
+                    r.locks = Some((a, c));
+                }
+            }
+            (Some("CHECK"), Some(name)) if w.get(2) != w.get(3) => {
+                eprintln!("dmaslab-bench: {cmd}: {name}: tag check failed ({l})");
+                return None;
+            }
+            _ => {}
+        }
+    }
+    Some(rows)
+}
+
 fn run_one(a: &Alloc, workload: &str, scale: f64, trace: Option<&Path>) -> Option<Outcome> {
+    if workload == sqlite_run::WORKLOAD {
+        return sqlite_run::run(a);
+    }
     let dir = exe_dir();
     let mut cmd = match &a.rust {
         Some(r) => {
@@ -105,20 +155,18 @@ fn run_one(a: &Alloc, workload: &str, scale: f64, trace: Option<&Path>) -> Optio
         cmd.env("DMASLAB_STATS", &stats);
     }
     let (text, maxrss_kib) = run_child(cmd)?;
-    let rows = text
-        .lines()
-        .filter_map(|l| {
-            let mut w = l.split_whitespace();
-            if w.next()? != "RESULT" {
-                return None;
-            }
-            let name = w.next()?.to_string();
-            let ops: f64 = w.next()?.parse().ok()?;
-            let ns: f64 = w.next()?.parse().ok()?;
-            Some((name, ns / ops))
-        })
-        .collect();
-    let pages = std::fs::read_to_string(&stats).ok().and_then(|s| {
+    let rows = parse_rows(&text, &format!("{} under {}", workload, a.name))?;
+    let pages = dmaslab_pages(&stats);
+    Some(Outcome {
+        rows,
+        maxrss_kib,
+        pages,
+    })
+}
+
+/// dmaslab's (held, slab, large) pages from its `DMASLAB_STATS` file, which is then removed.
+fn dmaslab_pages(stats: &Path) -> Option<(u64, u64, u64)> {
+    let pages = std::fs::read_to_string(stats).ok().and_then(|s| {
         let l = s.lines().find(|l| l.starts_with("# dmaslab-totals"))?;
         Some((
             stats_value(l, "pages_held")?,
@@ -126,12 +174,8 @@ fn run_one(a: &Alloc, workload: &str, scale: f64, trace: Option<&Path>) -> Optio
             stats_value(l, "large_pages")?,
         ))
     });
-    let _ = std::fs::remove_file(&stats);
-    Some(Outcome {
-        rows,
-        maxrss_kib,
-        pages,
-    })
+    let _ = std::fs::remove_file(stats);
+    pages
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -272,11 +316,14 @@ fn measure(
                 let Some(o) = run_one(a, w, scale, t) else {
                     continue;
                 };
-                for (row, ns) in o.rows {
-                    if !r.rows.iter().any(|(x, _)| *x == row) {
-                        r.rows.push((row.clone(), w.to_string()));
+                for row in o.rows {
+                    if !r.rows.iter().any(|(x, _)| *x == row.name) {
+                        r.rows.push((row.name.clone(), w.to_string()));
                     }
-                    r.time.entry((row, a.name.clone())).or_default().push(ns);
+                    r.time
+                        .entry((row.name, a.name.clone()))
+                        .or_default()
+                        .push(row.ns);
                 }
                 r.rss
                     .entry((w.to_string(), a.name.clone()))
@@ -444,15 +491,17 @@ fn fastpath(allocs: &[Alloc]) {
 fn main() {
     let mut rounds = 5;
     let mut scale = 1.0;
+    let mut sqlite_rows = None;
     let mut sections: Vec<String> = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--rounds" => rounds = args.next().and_then(|s| s.parse().ok()).unwrap_or(rounds),
             "--scale" => scale = args.next().and_then(|s| s.parse().ok()).unwrap_or(scale),
+            "--sqlite-rows" => sqlite_rows = args.next().and_then(|s| s.parse().ok()),
             "-h" | "--help" => {
                 println!(
-                    "dmaslab-bench [--rounds N] [--scale F] [preload|rust|core|dma|fastpath ...]"
+                    "dmaslab-bench [--rounds N] [--scale F] [--sqlite-rows N] [preload|field|rust|core|dma|fastpath ...]"
                 );
                 return;
             }
@@ -468,16 +517,32 @@ fn main() {
     let all: Vec<&str> = vec![
         "pairs", "random", "prodcons", "larson", "realloc", "trace", "seed",
     ];
+    let sqlite_rows = sqlite_rows
+        .unwrap_or(((dmaslab_bench::shapes::sqlite::ROWS as f64 * scale) as usize).max(100));
     for s in &sections {
         match s.as_str() {
-            "preload" => {
-                let trace = record_trace();
+            "preload" | "field" => {
+                // `field`: only the workloads of the field's shapes (issue 13).
+                let mut w: Vec<&str> = if s == "preload" { all.clone() } else { vec![] };
+                w.extend(dmaslab_bench::shapes::SHAPES);
+                if sqlite_run::prepare(sqlite_rows) {
+                    w.push(sqlite_run::WORKLOAD);
+                }
+                let trace = if s == "preload" { record_trace() } else { None };
                 let allocs = preload_allocs();
-                let mut r = measure(&allocs, &all, rounds, scale, trace.as_deref());
-                print_tables("C allocators (LD_PRELOAD)", &allocs, "dmaslab-C", &mut r);
+                let title = if s == "preload" {
+                    "C allocators (LD_PRELOAD)"
+                } else {
+                    "C allocators (LD_PRELOAD), the field's shapes"
+                };
+                let mut r = measure(&allocs, &w, rounds, scale, trace.as_deref());
+                let locks = field::count_locks(&w, scale, trace.as_deref());
+                print_tables(title, &allocs, "dmaslab-C", &mut r);
+                field::print(title, &allocs, &mut r, &locks);
                 if let Some(t) = trace {
                     let _ = std::fs::remove_file(t);
                 }
+                sqlite_run::cleanup();
             }
             "rust" => {
                 if !exe_dir().join("dmaslab-bench-rs").exists() {

@@ -8,9 +8,8 @@
 //! Loading turns addresses into dense ids (a block's id lives from its allocation to its free),
 //! so the timed replay indexes a vector and does no hashing.
 
-use crate::{Heap, Row};
+use crate::{Heap, Row, Timer};
 use std::collections::HashMap;
-use std::time::Instant;
 
 /// The file's magic.
 pub const MAGIC: &[u8; 8] = b"DMSTRC01";
@@ -136,7 +135,7 @@ pub fn load(path: &str) -> std::io::Result<Trace> {
 /// Replays `t` on `h` (blocks still live at the end are then freed, untimed).
 pub fn replay<H: Heap>(h: &H, t: &Trace) -> Vec<Row> {
     let mut slots: Vec<(*mut u8, u32, u32)> = vec![(std::ptr::null_mut(), 0, 8); t.slots];
-    let start = Instant::now();
+    let start = Timer::start();
     for e in &t.events {
         match *e {
             Event::Alloc {
@@ -177,16 +176,13 @@ pub fn replay<H: Heap>(h: &H, t: &Trace) -> Vec<Row> {
             }
         }
     }
-    let nanos = start.elapsed().as_nanos();
+    let n = t.events.len() as u64;
+    let row = start.row("python-trace", n, n);
     for &(p, s, a) in &slots {
         if !p.is_null() {
             // SAFETY: blocks the trace never freed, freed once here.
             unsafe { h.free(p, s as usize, a as usize) };
         }
     }
-    vec![Row {
-        name: "python-trace".into(),
-        ops: t.events.len() as u64,
-        nanos,
-    }]
+    vec![row]
 }

@@ -1,4 +1,4 @@
-//! `dmaslab`: report, cost, demo and run.
+//! `dmaslab`: report, cost, demo, run and trace.
 //!
 //! Each subcommand lives in its own module with an `Args` (clap) and a `run` function.
 //! Errors print one line on stderr and exit non-zero.
@@ -10,6 +10,7 @@ mod cost;
 mod demo;
 mod report;
 mod run;
+mod trace;
 
 #[derive(Parser)]
 #[command(
@@ -34,6 +35,9 @@ enum Command {
     /// Run a command with libdmaslab.so preloaded: exit status, wall time, peak RSS and its
     /// slabinfo table; `--compare` runs it under each policy side by side.
     Run(run::Args),
+    /// Record a live kernel's kmalloc/kmem_cache/DMA events (`record`, root), or replay a
+    /// recorded trace under A at each DMA line, B and C (`replay`).
+    Trace(trace::Args),
 }
 
 /// A failed command: one line for stderr and the exit status.
@@ -67,6 +71,7 @@ fn main() -> ExitCode {
         Command::Cost(args) => cost::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Run(args) => run::run(args),
+        Command::Trace(args) => trace::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

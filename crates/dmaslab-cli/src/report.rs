@@ -197,6 +197,9 @@ pub fn run(args: Args) -> Result<(), CliError> {
             );
         }
     }
+    let (t, j) = crate::trace::report_section();
+    let _ = write!(text, "\n{t}");
+    out["real_kernel_stream"] = j;
     match crate::cost::report_section() {
         Some((t, j)) => {
             let _ = write!(text, "\n{t}");

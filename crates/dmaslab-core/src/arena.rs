@@ -154,6 +154,28 @@ impl PageSource for ArenaPageSource<'_> {
         // SAFETY: the caller hands back a run this arena gave out with this order.
         let _ = unsafe { self.free.free(&zone, i, order) };
     }
+
+    fn capacity(&self) -> Option<usize> {
+        Some(self.usable_pages << self.page_shift)
+    }
+
+    fn min_region(&self, order: u32) -> Option<usize> {
+        Some(min_region(1 << self.page_shift, order))
+    }
+}
+
+/// The smallest region over which an arena of `page_size` pages can hand out a run of
+/// `2^order` pages and then one page more, wherever the region starts: the worst start is one
+/// page past a run boundary (and `page_size - 1` bytes before a page), which needs
+/// `2^(order+1) - 1` usable pages (2 for order 0), after the descriptors of all the region's
+/// pages.
+fn min_region(page_size: usize, order: u32) -> usize {
+    let need = ((2usize << order) - 1).max((1 << order) + 1);
+    let mut pages = need;
+    while pages - (pages * size_of::<BuddyLink>()).div_ceil(page_size) < need {
+        pages += 1;
+    }
+    pages * page_size + page_size - 1
 }
 
 #[cfg(test)]
@@ -239,5 +261,44 @@ mod tests {
             ArenaPageSource::with_page_size(&mut mem, 3000).err(),
             Some(ArenaError::BadPageSize)
         );
+    }
+
+    /// Can an arena over `len` bytes at `off` bytes into `mem` hand out a run of `order`
+    /// pages and then one page?
+    fn holds(mem: &mut [MaybeUninit<u8>], off: usize, len: usize, page: usize, order: u32) -> bool {
+        let Ok(mut a) = ArenaPageSource::with_page_size(&mut mem[off..off + len], page) else {
+            return false;
+        };
+        a.alloc_pages(order).is_some() && a.alloc_pages(0).is_some()
+    }
+
+    #[test]
+    fn min_region_is_enough_everywhere_and_one_page_less_is_not() {
+        let page = 1024;
+        for order in 0..=6u32 {
+            let min = ArenaPageSource::with_page_size(&mut region(64 * page), page)
+                .unwrap()
+                .min_region(order)
+                .unwrap();
+            let run = page << order;
+            let mut mem = region(min + 2 * run);
+            let aligned = (run - mem.as_ptr() as usize % run) % run;
+            let mut some_start_fails = false;
+            // Every page offset against a run boundary, and both ends of a page.
+            for p in 0..(1usize << order) {
+                for byte in [0, 1, page - 1] {
+                    let off = aligned + p * page + byte;
+                    assert!(
+                        holds(&mut mem, off, min, page, order),
+                        "order {order}: {min} bytes at offset {off} do not hold a run"
+                    );
+                    some_start_fails |= !holds(&mut mem, off, min - page, page, order);
+                }
+            }
+            assert!(
+                some_start_fails,
+                "order {order}: {min} bytes is not the smallest"
+            );
+        }
     }
 }

@@ -24,7 +24,8 @@ use crate::size_class::{natural_align, SizeClasses, KMALLOC_CLASSES, NR_KMALLOC_
 use crate::spin::{SpinGuard, SpinLock};
 use crate::stats::{write_slabinfo_header, CacheName, SlabInfo, Totals, Usage};
 use core::fmt::{self, Write};
-use core::ptr::NonNull;
+use core::mem::MaybeUninit;
+use core::ptr::{addr_of_mut, NonNull};
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 /// How many caches one allocator can hold: the kmalloc and dma-kmalloc caches (at most 26) and
@@ -261,7 +262,28 @@ impl<P: PageSource> Kmalloc<P> {
     }
 
     /// An allocator over `source` with `config`.
+    ///
+    /// The value is large (about 10 KB); [`init`](Self::init) builds it in place instead.
     pub fn new(source: P, config: Config) -> Result<Self, ConfigError> {
+        let mut slot = MaybeUninit::uninit();
+        Self::init(&mut slot, source, config)?;
+        // SAFETY: `init` returned `Ok`, so it initialised the slot.
+        Ok(unsafe { slot.assume_init() })
+    }
+
+    /// Builds an allocator over `source` with `config` in `slot`, field by field, so that no
+    /// allocator-sized value passes through the stack (firmware stacks are a few KiB).
+    ///
+    /// Fails, leaving the slot uninitialised, on a bad configuration, or when `source` is a
+    /// region ([`PageSource::capacity`]) that cannot hand out one segment and the segment
+    /// map's first page: the error names the smallest workable region. Without
+    /// [`Config::seg_order`], the segment size is chosen from the region's size
+    /// ([`Config::default_seg_order`]).
+    pub fn init(
+        slot: &mut MaybeUninit<Self>,
+        mut source: P,
+        mut config: Config,
+    ) -> Result<&mut Self, ConfigError> {
         if !DMA_MINALIGNS.contains(&config.dma_minalign) {
             return Err(ConfigError::DmaMinalign(config.dma_minalign));
         }
@@ -269,40 +291,88 @@ impl<P: PageSource> Kmalloc<P> {
         if !page_size.is_power_of_two() || page_size < 1024 {
             return Err(ConfigError::PageSize(page_size));
         }
-        if !(5..=16).contains(&config.seg_order)
-            || config.seg_order + page_size.trailing_zeros() >= usize::BITS - 1
+        let capacity = source.capacity();
+        let seg_order = config
+            .seg_order
+            .unwrap_or(Config::default_seg_order(capacity, page_size));
+        if !(Config::MIN_SEG_ORDER..=Config::MAX_SEG_ORDER).contains(&seg_order)
+            || seg_order + page_size.trailing_zeros() >= usize::BITS - 1
         {
-            return Err(ConfigError::SegOrder(config.seg_order));
+            return Err(ConfigError::SegOrder(seg_order));
+        }
+        config.seg_order = Some(seg_order);
+        if let Some(capacity) = capacity {
+            if !holds_segment(&mut source, seg_order) {
+                return Err(ConfigError::RegionTooSmall {
+                    capacity,
+                    segment: page_size << seg_order,
+                    min_region: source.min_region(seg_order),
+                    min_region_any: source.min_region(Config::MIN_SEG_ORDER),
+                });
+            }
         }
         let page_shift = page_size.trailing_zeros();
-        let seg_shift = page_shift + config.seg_order;
-        let pages = PageLayer::new(source, config.seg_order, config.discard_threshold);
+        let seg_shift = page_shift + seg_order;
+        let pages = PageLayer::new(source, seg_order, config.discard_threshold);
         let max_run_order = pages.max_run_order();
         if max_run_order < crate::geometry::SLAB_MAX_ORDER {
-            return Err(ConfigError::SegOrder(config.seg_order));
+            return Err(ConfigError::SegOrder(seg_order));
         }
         let classes = SizeClasses::new(config.kmalloc_minalign()).expect("minalign checked above");
         let dma_classes = SizeClasses::new(config.dma_minalign).expect("checked above");
-        let mut k = Kmalloc {
-            config,
-            classes,
-            dma_classes,
-            page_shift,
-            seg_shift,
-            max_run_order,
-            pages: SpinLock::new(pages),
-            map: SegmentMap::new(seg_shift),
-            caches: [const { SpinLock::new(KmemCache::UNUSED) }; MAX_CACHES],
-            stride_shift: [const { AtomicU32::new(0) }; MAX_CACHES],
-            stride_inv: [const { AtomicUsize::new(0) }; MAX_CACHES],
-            stride_lim: [const { AtomicUsize::new(0) }; MAX_CACHES],
-            cache_size: [const { AtomicUsize::new(0) }; MAX_CACHES],
-            depots: [const { Depot::new(DepotLists::NEW) }; MAX_CACHES],
-            kmalloc_caches: [NO_CACHE; NR_KMALLOC_CLASSES],
-            dma_caches: [NO_CACHE; NR_KMALLOC_CLASSES],
-            create_lock: SpinLock::new(()),
-            sites: SpinLock::new(SiteTable::EMPTY),
-        };
+        let k = slot.as_mut_ptr();
+        // SAFETY: `k` points to the slot, valid for writes and aligned for `Self`; each field is
+        // written once through a raw place, never read before all are written.
+        unsafe {
+            addr_of_mut!((*k).config).write(config);
+            addr_of_mut!((*k).classes).write(classes);
+            addr_of_mut!((*k).dma_classes).write(dma_classes);
+            addr_of_mut!((*k).page_shift).write(page_shift);
+            addr_of_mut!((*k).seg_shift).write(seg_shift);
+            addr_of_mut!((*k).max_run_order).write(max_run_order);
+            addr_of_mut!((*k).pages).write(SpinLock::new(pages));
+            addr_of_mut!((*k).map).write(SegmentMap::new(seg_shift));
+            let caches = addr_of_mut!((*k).caches).cast::<SpinLock<KmemCache>>();
+            for i in 0..MAX_CACHES {
+                caches.add(i).write(SpinLock::new(KmemCache::UNUSED));
+            }
+            addr_of_mut!((*k).stride_shift).write([const { AtomicU32::new(0) }; MAX_CACHES]);
+            addr_of_mut!((*k).stride_inv).write([const { AtomicUsize::new(0) }; MAX_CACHES]);
+            addr_of_mut!((*k).stride_lim).write([const { AtomicUsize::new(0) }; MAX_CACHES]);
+            addr_of_mut!((*k).cache_size).write([const { AtomicUsize::new(0) }; MAX_CACHES]);
+            let depots = addr_of_mut!((*k).depots).cast::<Depot>();
+            for i in 0..MAX_CACHES {
+                depots.add(i).write(Depot::new(DepotLists::NEW));
+            }
+            addr_of_mut!((*k).kmalloc_caches).write([NO_CACHE; NR_KMALLOC_CLASSES]);
+            addr_of_mut!((*k).dma_caches).write([NO_CACHE; NR_KMALLOC_CLASSES]);
+            addr_of_mut!((*k).create_lock).write(SpinLock::new(()));
+            addr_of_mut!((*k).sites).write(SpinLock::new(SiteTable::EMPTY));
+        }
+        // SAFETY: every field was written just above.
+        let k = unsafe { slot.assume_init_mut() };
+        // Names every field without `..`: a field added to `Kmalloc` fails to compile here
+        // until it is written above.
+        let Kmalloc {
+            config: _,
+            classes: _,
+            dma_classes: _,
+            page_shift: _,
+            seg_shift: _,
+            max_run_order: _,
+            pages: _,
+            map: _,
+            caches: _,
+            stride_shift: _,
+            stride_inv: _,
+            stride_lim: _,
+            cache_size: _,
+            depots: _,
+            kmalloc_caches: _,
+            dma_caches: _,
+            create_lock: _,
+            sites: _,
+        } = k;
         let mut next = 0u16;
         let m = config.kmalloc_minalign();
         let with_dma = m < config.dma_minalign;
@@ -1410,6 +1480,23 @@ unsafe fn is_large_object(d: *const PageDesc) -> bool {
     unsafe {
         PageDesc::kind_of(d) == PageKind::Large && (*d).cache.load(Ordering::Acquire) != META_CACHE
     }
+}
+
+/// Can a fresh `source` hand out a segment of `seg_order` and then the segment map's first
+/// page (what the first allocation takes)? Both runs go straight back.
+fn holds_segment<P: PageSource>(source: &mut P, seg_order: u32) -> bool {
+    let Some(seg) = source.alloc_pages(seg_order) else {
+        return false;
+    };
+    let page = source.alloc_pages(0);
+    // SAFETY: both runs were just handed out with these orders and are unused.
+    unsafe {
+        if let Some(p) = page {
+            source.free_pages(p, 0);
+        }
+        source.free_pages(seg, seg_order);
+    }
+    page.is_some()
 }
 
 /// A free-list link that does not decode: memory was written after being freed. Continuing

@@ -10,6 +10,10 @@
 //!   passed as `&mut` to [`Kmalloc::kmalloc_cpu`], [`Kmalloc::kfree_cpu`] and the lock-free
 //!   [`CpuCache::alloc_fast`] / [`Kmalloc::kfree_fast`]: one per CPU in a kernel (preemption
 //!   off), one per thread in the hosted heap.
+//! - [`StaticHeap`] (feature `static-heap`, on by default): a `const` firmware heap over a
+//!   static [`HeapRegion`], usable as `#[global_allocator]`, locked by a `lock_api::RawMutex` of
+//!   the user's choice ([`RawSpinLock`], or [`CriticalSectionRawMutex`] with the
+//!   `critical-section` feature). docs/firmware.md sizes it.
 //!
 //! Guarantees, in every policy: `kmalloc(2^k)` is aligned to `2^k` up to
 //! [`Kmalloc::max_natural_align`] (half a segment: 1 MiB by default), 96-byte objects to 32 and
@@ -50,12 +54,16 @@ mod mmap;
 mod page_layer;
 mod page_source;
 mod policy;
+#[cfg(feature = "static-heap")]
+mod raw_lock;
 pub mod seed;
 mod segment;
 mod segment_map;
 pub mod size_class;
 mod slab;
 mod spin;
+#[cfg(feature = "static-heap")]
+mod static_heap;
 mod stats;
 
 pub use arena::{ArenaError, ArenaPageSource};
@@ -63,10 +71,20 @@ pub use cpu_cache::{CpuCache, NO_CLASS};
 pub use debug::{Finding, FindingKind, POISON_FREE, RED_ZONE};
 pub use kmalloc::{CacheError, CacheId, Kmalloc, Owner, HINT_SLOTS, MAX_CACHES};
 pub use kmem_cache::{Ctor, FreeError};
+#[cfg(feature = "static-heap")]
+pub use lock_api;
 #[cfg(feature = "std")]
 pub use mmap::MmapPageSource;
 pub use page_layer::{PageCounts, PAGE_DESC_BYTES};
 pub use page_source::{PageSource, DEFAULT_PAGE_SIZE};
 pub use policy::{Config, ConfigError, Gfp, Policy, DMA_MINALIGNS};
+#[cfg(feature = "critical-section")]
+pub use raw_lock::CriticalSectionRawMutex;
+#[cfg(feature = "static-heap")]
+pub use raw_lock::RawSpinLock;
+#[cfg(feature = "lock-stats")]
+pub use spin::{lock_stats, LockStats};
 pub use spin::{set_relax_hook, SpinGuard, SpinLock, SPIN_ROUNDS};
+#[cfg(feature = "static-heap")]
+pub use static_heap::{HeapRegion, StaticHeap, StaticHeapError, StaticKmalloc};
 pub use stats::{write_slabinfo_header, CacheName, SlabInfo, Totals};

@@ -39,6 +39,21 @@ pub trait PageSource {
     fn populate(&mut self, ptr: NonNull<u8>, len: usize) {
         let _ = (ptr, len);
     }
+
+    /// For a source over a fixed region: the bytes of pages it holds, allocated or not. `None`
+    /// (the default) for a source without a fixed bound, such as mmap. [`crate::Kmalloc::new`]
+    /// sizes its default segments from it and checks that one segment fits.
+    fn capacity(&self) -> Option<usize> {
+        None
+    }
+
+    /// For a source over a fixed region: the smallest region, in bytes, over which a source
+    /// of this kind and page size can hand out a run of `2^order` pages and then one page
+    /// more, wherever the region starts. `None` (the default) if the source cannot tell.
+    fn min_region(&self, order: u32) -> Option<usize> {
+        let _ = order;
+        None
+    }
 }
 
 impl<P: PageSource + ?Sized> PageSource for &mut P {
@@ -57,5 +72,11 @@ impl<P: PageSource + ?Sized> PageSource for &mut P {
     }
     fn populate(&mut self, ptr: NonNull<u8>, len: usize) {
         (**self).populate(ptr, len)
+    }
+    fn capacity(&self) -> Option<usize> {
+        (**self).capacity()
+    }
+    fn min_region(&self, order: u32) -> Option<usize> {
+        (**self).min_region(order)
     }
 }

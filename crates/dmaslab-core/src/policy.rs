@@ -81,9 +81,11 @@ pub struct Config {
     pub policy: Policy,
     /// The DMA cache line `ARCH_DMA_MINALIGN`: 32, 64, 128 or 256.
     pub dma_minalign: usize,
-    /// log2 of the pages in a segment (default 9: 2 MiB segments of 4 KiB pages). Small embedded
-    /// heaps use smaller segments, down to 5.
-    pub seg_order: u32,
+    /// log2 of the pages in a segment, 5..=16. `None` (the default): chosen from the page
+    /// source's size by [`Config::default_seg_order`] — 9 (2 MiB segments of 4 KiB pages) for
+    /// mmap and regions of 16 MiB or more, smaller for smaller regions. After
+    /// [`crate::Kmalloc::new`], [`crate::Kmalloc::config`] holds the order chosen.
+    pub seg_order: Option<u32>,
     /// Empty slabs each cache keeps before giving pages back (default 1).
     pub empty_slabs_kept: usize,
     /// Free pages inside segments beyond which free memory is discarded
@@ -97,12 +99,23 @@ pub struct Config {
 }
 
 impl Config {
-    /// `policy` with the defaults: DMA line 64, 2 MiB segments.
+    /// The segment order of mmap-backed and large heaps: 2 MiB segments of 4 KiB pages.
+    pub const LARGE_SEG_ORDER: u32 = 9;
+    /// The smallest segment order (128 KiB segments of 4 KiB pages): the largest slab (8
+    /// pages) must fit in the half of a segment that its header leaves free.
+    pub const MIN_SEG_ORDER: u32 = 5;
+    /// The largest segment order.
+    pub const MAX_SEG_ORDER: u32 = 16;
+    /// A region holds at least this many segments under the default segment order, so that the
+    /// pages lost to alignment at its ends stay a small part of it (see docs/firmware.md).
+    pub const SEGMENTS_PER_REGION: usize = 8;
+
+    /// `policy` with the defaults: DMA line 64, segments sized from the page source.
     pub const fn new(policy: Policy) -> Self {
         Config {
             policy,
             dma_minalign: 64,
-            seg_order: 9,
+            seg_order: None,
             empty_slabs_kept: 1,
             discard_threshold: 256,
             secret: 0x5eed_d3a5,
@@ -116,10 +129,27 @@ impl Config {
         self
     }
 
-    /// Sets the segment order.
+    /// Sets the segment order (rather than the default chosen from the page source's size).
     pub const fn seg_order(mut self, order: u32) -> Self {
-        self.seg_order = order;
+        self.seg_order = Some(order);
         self
+    }
+
+    /// The segment order used when none is set, for a page source of `capacity` bytes of
+    /// pages (`None`: unbounded, as mmap): the largest order from [`Self::MIN_SEG_ORDER`] up to
+    /// [`Self::LARGE_SEG_ORDER`] whose segments fit [`Self::SEGMENTS_PER_REGION`] times in the
+    /// capacity; [`Self::MIN_SEG_ORDER`] if none does.
+    pub const fn default_seg_order(capacity: Option<usize>, page_size: usize) -> u32 {
+        let Some(bytes) = capacity else {
+            return Self::LARGE_SEG_ORDER;
+        };
+        let mut order = Self::LARGE_SEG_ORDER;
+        while order > Self::MIN_SEG_ORDER
+            && (page_size << order).saturating_mul(Self::SEGMENTS_PER_REGION) > bytes
+        {
+            order -= 1;
+        }
+        order
     }
 
     /// Sets the free pages kept inside segments before free blocks are discarded.
@@ -158,6 +188,20 @@ pub enum ConfigError {
     SegOrder(u32),
     /// The page source's page size is not a power of two of at least 1 KiB.
     PageSize(usize),
+    /// The page source (a region) cannot hand out one segment and the page of the segment map
+    /// that the first allocation needs.
+    RegionTooSmall {
+        /// Bytes of pages the source holds.
+        capacity: usize,
+        /// The segment size asked for, in bytes.
+        segment: usize,
+        /// The smallest region that works with this segment size wherever it starts, in
+        /// bytes, if the source can tell.
+        min_region: Option<usize>,
+        /// The smallest region that works with the smallest segments
+        /// ([`Config::MIN_SEG_ORDER`]), if the source can tell.
+        min_region_any: Option<usize>,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -168,6 +212,27 @@ impl fmt::Display for ConfigError {
             }
             ConfigError::SegOrder(o) => write!(f, "segment order {o} is out of range 5..=16"),
             ConfigError::PageSize(p) => write!(f, "page size {p} is not a power of two >= 1024"),
+            ConfigError::RegionTooSmall {
+                capacity,
+                segment,
+                min_region,
+                min_region_any,
+            } => {
+                write!(
+                    f,
+                    "a region of {capacity} bytes of pages cannot hold one {} KiB segment",
+                    segment / 1024
+                )?;
+                if let Some(m) = min_region {
+                    write!(f, ": the smallest workable region is {m} bytes")?;
+                }
+                if let Some(m) = min_region_any {
+                    if Some(*m) != *min_region {
+                        write!(f, " ({m} bytes with the smallest segments, seg_order 5)")?;
+                    }
+                }
+                Ok(())
+            }
         }
     }
 }

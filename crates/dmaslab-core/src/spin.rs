@@ -69,6 +69,8 @@ impl<T> SpinLock<T> {
     /// (see the module documentation).
     #[inline]
     pub fn lock(&self) -> SpinGuard<'_, T> {
+        #[cfg(feature = "lock-stats")]
+        stats::count(self.locked.load(Ordering::Relaxed));
         if self
             .locked
             .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
@@ -106,6 +108,8 @@ impl<T> SpinLock<T> {
 
     /// Takes the lock if it is free.
     pub fn try_lock(&self) -> Option<SpinGuard<'_, T>> {
+        #[cfg(feature = "lock-stats")]
+        stats::count(self.locked.load(Ordering::Relaxed));
         self.locked
             .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
             .ok()
@@ -156,7 +160,7 @@ impl<T> Drop for SpinGuard<'_, T> {
 }
 
 #[cfg(test)]
-mod tests {
+mod relax_tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
 
@@ -186,5 +190,63 @@ mod tests {
         });
         assert_eq!(*lock.lock(), 1);
         assert!(RELAXED.load(Ordering::Relaxed) > 0);
+    }
+}
+
+/// Lock counts for benchmarks (`lock-stats` feature): every [`SpinLock::lock`] and
+/// [`SpinLock::try_lock`] call, and those that found the lock held. Off, the feature costs
+/// nothing: the counting lines are not compiled.
+#[cfg(feature = "lock-stats")]
+mod stats {
+    use core::sync::atomic::{AtomicU64, Ordering};
+
+    static ACQUISITIONS: AtomicU64 = AtomicU64::new(0);
+    static CONTENDED: AtomicU64 = AtomicU64::new(0);
+
+    /// Counts one lock call; `held` says the lock was taken by someone else at the call.
+    #[inline]
+    pub(super) fn count(held: bool) {
+        ACQUISITIONS.fetch_add(1, Ordering::Relaxed);
+        if held {
+            CONTENDED.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Totals since the process started.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct LockStats {
+        /// `lock` and `try_lock` calls on any [`super::SpinLock`].
+        pub acquisitions: u64,
+        /// Of those, the calls that found the lock held (a `lock` that had to wait, or a
+        /// `try_lock` that most likely failed).
+        pub contended: u64,
+    }
+
+    /// The counts so far, over every lock of the process.
+    pub fn lock_stats() -> LockStats {
+        LockStats {
+            acquisitions: ACQUISITIONS.load(Ordering::Relaxed),
+            contended: CONTENDED.load(Ordering::Relaxed),
+        }
+    }
+}
+#[cfg(feature = "lock-stats")]
+pub use stats::{lock_stats, LockStats};
+
+#[cfg(all(test, feature = "lock-stats"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_lock_and_contended_try_lock() {
+        let l = SpinLock::new(0u32);
+        let before = lock_stats();
+        let g = l.lock();
+        assert!(l.try_lock().is_none());
+        drop(g);
+        let after = lock_stats();
+        // Other tests may lock in parallel: at least ours are counted.
+        assert!(after.acquisitions - before.acquisitions >= 2);
+        assert!(after.contended - before.contended >= 1);
     }
 }

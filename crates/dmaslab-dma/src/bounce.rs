@@ -1,7 +1,9 @@
 //! The bounce pool (Linux's swiotlb role): a fixed, DMA-safe region cut into line-sized slots.
 //! A bounced mapping takes a contiguous run of slots, so bounce buffers never share a line with
-//! each other or with anything else.
+//! each other or with anything else. The region is real memory: on a target the one the
+//! firmware gives ([`SwiotlbPool::from_region`]), in the model a page run of its RAM.
 
+use crate::error::DmaError;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
@@ -35,11 +37,14 @@ impl fmt::Display for BounceError {
 /// A fixed-size bounce pool.
 ///
 /// # Invariants
-/// The pool covers `base .. base + slot * run.len()`. `run[i]` is the number of slots of the
+/// The pool covers `base .. base + slot * run.len()`; `base_ptr` is `base` with the
+/// provenance of that memory, which is the pool's alone (valid for reads and writes, initialised)
+/// for the pool's life; `base` is aligned to `slot`, a power of two. `run[i]` is the number of slots of the
 /// buffer starting at slot `i`, `0` when no buffer starts there; buffers do not overlap, and
 /// `used[i]` is true exactly for the slots inside a buffer. `free_slots` counts the false ones.
 pub struct SwiotlbPool {
     base: usize,
+    base_ptr: *mut u8,
     slot: usize,
     run: Vec<u32>,
     used: Vec<bool>,
@@ -47,18 +52,51 @@ pub struct SwiotlbPool {
     high_water: usize,
 }
 
+// SAFETY: the pool's memory is its own (type invariant), not tied to a thread; `base_ptr` is
+// only turned into buffer pointers for the DMA map that owns the pool, under `&mut`.
+unsafe impl Send for SwiotlbPool {}
+
 impl SwiotlbPool {
-    /// A pool over `base .. base + slot * slots` (the caller owns that memory for the pool's
-    /// life; `base` aligned to `slot`).
-    pub fn new(base: usize, slot: usize, slots: usize) -> Self {
+    /// A pool over the DMA-safe `region`, cut into `slot`-byte slots (`slot` the cache line,
+    /// a power of two; `region` must start on a line, and a partial last line is left unused).
+    pub fn from_region(region: &'static mut [u8], slot: usize) -> Result<Self, DmaError> {
+        if !slot.is_power_of_two() {
+            return Err(DmaError::Config("bounce slot must be a power of two"));
+        }
+        if !(region.as_ptr() as usize).is_multiple_of(slot) {
+            return Err(DmaError::Config("bounce region must start on a cache line"));
+        }
+        let slots = region.len() / slot;
+        if slots == 0 {
+            return Err(DmaError::Config("bounce region is smaller than a line"));
+        }
+        // SAFETY: the region is initialised, aligned to `slot` (checked), and ours for ever: the
+        // `&'static mut` is consumed here.
+        Ok(unsafe { SwiotlbPool::from_raw(region.as_mut_ptr(), slot, slots) })
+    }
+
+    /// A pool over `base .. base + slot * slots`.
+    ///
+    /// # Safety
+    /// That memory must be initialised, valid for reads and writes and used by nobody but the
+    /// pool (and the devices it lends buffers to) for the pool's life; `base` must be aligned to
+    /// `slot`, a power of two.
+    pub unsafe fn from_raw(base: *mut u8, slot: usize, slots: usize) -> Self {
         SwiotlbPool {
-            base,
+            base: base as usize,
+            base_ptr: base,
             slot,
             run: vec![0; slots],
             used: vec![false; slots],
             free_slots: slots,
             high_water: 0,
         }
+    }
+
+    /// The buffer at pool address `addr`, as a pointer into the pool's memory.
+    pub(crate) fn ptr(&self, addr: usize) -> *mut u8 {
+        debug_assert!(self.contains(addr));
+        self.base_ptr.wrapping_add(addr - self.base)
     }
 
     /// First byte of the pool.

@@ -1,11 +1,13 @@
 //! When to bounce a mapping: exactly (policy C, from the allocator's layout) or by Linux's size
 //! rule (`dma_kmalloc_needs_bounce`).
 
+use crate::device::Device;
 use crate::direction::Direction;
+use crate::heap_layout::HeapLayout;
 use alloc::vec::Vec;
 use dmaslab_core::Owner;
 
-/// The rule a [`crate::Machine`] bounces by (non-coherent devices only; coherent ones never
+/// The rule a [`crate::DmaMap`] (and so a [`crate::Machine`]) bounces by (non-coherent devices only; coherent ones never
 /// bounce, except for the address mask).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum BounceRule {
@@ -23,6 +25,28 @@ pub enum BounceRule {
 }
 
 impl BounceRule {
+    /// Would this rule bounce `addr .. addr + len` for sharing (the address mask aside)?
+    /// `line` is the DMA line the rule works on: the larger of the device's and the CPU's.
+    pub fn needs_bounce(
+        self,
+        heap: &impl HeapLayout,
+        dev: &Device,
+        addr: usize,
+        len: usize,
+        dir: Direction,
+        line: usize,
+    ) -> bool {
+        match self {
+            BounceRule::Exact => {
+                exact_needs_bounce(dev.coherent, dir, addr, len, line, |a| heap.owner_of(a))
+            }
+            BounceRule::LinuxSize => {
+                linux_needs_bounce(dev.coherent, dir, heap.kmalloc_size_roundup(len), line)
+            }
+            BounceRule::Never => false,
+        }
+    }
+
     /// Its name in reports.
     pub fn name(self) -> &'static str {
         match self {

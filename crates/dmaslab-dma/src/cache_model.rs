@@ -6,6 +6,7 @@
 //! xorshift generator, and [`CacheModel::evict`] forces an eviction at a chosen moment, so every
 //! interleaving replays exactly.
 
+use crate::maintenance::whole_lines;
 use alloc::vec;
 use alloc::vec::Vec;
 
@@ -234,10 +235,8 @@ impl CacheModel {
     }
 
     fn lines(&self, addr: usize, len: usize) -> impl Iterator<Item = usize> {
-        let line = self.line;
-        let first = addr & !(line - 1);
-        let end = if len == 0 { first } else { addr + len };
-        (first..end).step_by(line)
+        let (first, n) = whole_lines(addr, len, self.line);
+        (first..first + n).step_by(self.line)
     }
 
     /// Writes the dirty lines covering `addr .. addr + len` back; they stay cached, clean.

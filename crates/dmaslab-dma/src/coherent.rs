@@ -2,7 +2,8 @@
 //! (as Linux remaps them on non-coherent machines), so no maintenance is ever needed.
 
 use crate::device::Device;
-use crate::dma_map::{DmaAddr, DmaError, Machine};
+use crate::error::{DmaAddr, DmaError};
+use crate::machine::Machine;
 use crate::ram::Ram;
 use core::ptr::NonNull;
 use dmaslab_core::Gfp;

@@ -4,7 +4,8 @@
 
 use crate::coherent::{CoherentBuffer, UncachedRegion};
 use crate::device::Device;
-use crate::dma_map::{DmaAddr, DmaError, Machine};
+use crate::error::{DmaAddr, DmaError};
+use crate::machine::Machine;
 use alloc::vec::Vec;
 
 /// A block of a [`DmaPool`]: uncached memory inside one of its pool's coherent pages, which

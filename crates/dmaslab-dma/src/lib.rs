@@ -39,13 +39,24 @@ mod bounce;
 mod bounce_rule;
 mod cache_model;
 mod checker;
+mod checks;
 mod coherent;
+#[cfg(feature = "cortex-m7")]
+mod cortex_m7;
 mod device;
 mod direction;
 mod dma_map;
 mod dma_pool;
 mod embedded;
+mod error;
+mod heap_layout;
+mod machine;
+mod machine_memory;
+mod maintenance;
+mod mapping;
+mod model_backend;
 mod ram;
+mod scatterlist;
 pub mod scenario;
 
 pub use bounce::{BounceError, SwiotlbPool};
@@ -55,8 +66,16 @@ pub use bounce_rule::{
 pub use cache_model::{Backing, CacheConfig, CacheModel, CacheStats};
 pub use checker::{Checker, Finding, FindingKind, Party, Role};
 pub use coherent::{CoherentBuffer, UncachedRegion};
+#[cfg(feature = "cortex-m7")]
+pub use cortex_m7::{CortexM7, CORTEX_M7_LINE};
 pub use device::Device;
 pub use direction::{Direction, FromDeviceMap};
-pub use dma_map::{DmaAddr, DmaError, DmaStats, Machine, MachineConfig, ScatterList, SgEntry};
+pub use dma_map::DmaMap;
 pub use dma_pool::{DmaPool, PoolBlock};
+pub use error::{DmaAddr, DmaError, DmaStats};
+pub use heap_layout::HeapLayout;
+pub use machine::{Machine, MachineConfig};
+pub use maintenance::CacheMaintenance;
+pub use model_backend::ModelBackend;
 pub use ram::Ram;
+pub use scatterlist::{ScatterList, SgEntry};

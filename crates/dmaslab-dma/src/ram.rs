@@ -112,6 +112,16 @@ impl Ram {
             .wrapping_offset((addr as isize).wrapping_sub(self.anchor as usize as isize))
     }
 
+    /// A pointer to `addr`: with the region's provenance inside the RAM, with none outside
+    /// (only its address is used: the map path refuses memory that is not the heap's).
+    pub(crate) fn ptr_or_foreign(&self, addr: usize) -> *mut u8 {
+        if self.contains(addr, 0) {
+            self.ptr(addr)
+        } else {
+            core::ptr::without_provenance_mut(addr)
+        }
+    }
+
     /// Copies `buf.len()` bytes at `addr` out of RAM.
     ///
     /// # Panics

@@ -32,6 +32,8 @@ use core::ffi::c_void;
 use core::ptr;
 use dmaslab_heap::{fast_free, fast_malloc, heap};
 
+#[cfg(feature = "lock-stats")]
+mod lock_stats;
 mod trace;
 
 /// glibc's `MALLOC_ALIGNMENT` on 64-bit targets.

@@ -13,7 +13,7 @@
 use crate::checker::Finding;
 use crate::device::Device;
 use crate::direction::Direction;
-use crate::dma_map::{DmaError, Machine, MachineConfig, ScatterList};
+use crate::{DmaError, Machine, MachineConfig, ScatterList};
 use alloc::vec::Vec;
 use dmaslab_core::{Gfp, Policy};
 
