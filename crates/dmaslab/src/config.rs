@@ -9,7 +9,7 @@
 //! The environment is read with `getenv(3)`, which does not allocate, because the heap is built
 //! inside the first `malloc` of the process.
 
-use crate::sys::{stderr_line, FixedBuf};
+use crate::platform::{stderr_line, FixedBuf};
 use core::ffi::CStr;
 use dmaslab_core::{Policy, DMA_MINALIGNS};
 

@@ -11,7 +11,8 @@
 //!
 //! [`CpuCache`]: dmaslab_core::CpuCache
 
-use crate::heap::{heap_unchecked, tcache_fast, SMALL_MAX, TABLE_LEN};
+use crate::heap::{heap_unchecked, SMALL_MAX, TABLE_LEN};
+use crate::platform::tcache_fast;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU8, Ordering};
 use dmaslab_core::{Gfp, Kmalloc, MmapPageSource, NO_CLASS};

@@ -27,7 +27,7 @@
 
 use crate::config::{Settings, StatsTarget};
 use crate::fast_path;
-use crate::sys::{self, FdWriter, FixedBuf};
+use crate::platform::{self, learn_tls_offset, tcache, FdWriter, FixedBuf};
 use core::cell::UnsafeCell;
 use core::fmt::Write;
 use core::mem::MaybeUninit;
@@ -64,80 +64,10 @@ pub(crate) struct ThreadCache {
 }
 
 impl ThreadCache {
-    const NEW: ThreadCache = ThreadCache {
+    pub(crate) const NEW: ThreadCache = ThreadCache {
         cpu: CpuCache::NEW,
         state: FRESH,
     };
-}
-
-thread_local! {
-    // Const-initialised and without `Drop`: access is a plain TLS address computation, with no
-    // lazy initialisation or destructor registration (thread exit goes through a pthread key).
-    static TCACHE: UnsafeCell<ThreadCache> = const { UnsafeCell::new(ThreadCache::NEW) };
-}
-
-/// `TCACHE`'s offset from the thread pointer when this module's thread-locals sit in glibc's
-/// static TLS block (a preloaded or linked library, or the executable): the same for every
-/// thread, so the fast path adds it to `fs:0` instead of calling `__tls_get_addr` (stable Rust
-/// has no initial-exec TLS model for a cdylib). 0: unknown, use `TCACHE.with`. Measured once
-/// by the thread that builds the heap ([`learn_tls_offset`]).
-#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-static TLS_OFFSET: core::sync::atomic::AtomicIsize = core::sync::atomic::AtomicIsize::new(0);
-
-#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-#[inline(always)]
-fn thread_pointer() -> usize {
-    let tp: usize;
-    // SAFETY: on x86-64 Linux `fs:0` holds the thread control block's own address (the TLS ABI).
-    unsafe {
-        core::arch::asm!("mov {}, qword ptr fs:[0]", out(reg) tp,
-            options(nostack, readonly, preserves_flags, pure));
-    }
-    tp
-}
-
-/// Records `TLS_OFFSET` if `TCACHE` lies in the static TLS block: variant II puts that block
-/// just below the thread pointer, so the offset is negative and small. A dynamically
-/// allocated block (a `dlopen` without static TLS room) is anywhere else and is left to
-/// `__tls_get_addr`.
-fn learn_tls_offset() {
-    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-    {
-        let off = (TCACHE.with(|c| c.get()) as usize).wrapping_sub(thread_pointer()) as isize;
-        if off < 0 && off > -(1 << 16) {
-            TLS_OFFSET.store(off, Ordering::Relaxed);
-        }
-    }
-}
-
-#[inline(always)]
-pub(crate) fn tcache() -> *mut ThreadCache {
-    match tcache_fast() {
-        Some(tc) => tc,
-        None => TCACHE.with(|c| c.get()),
-    }
-}
-
-/// This thread's cache when finding it takes no call: on x86-64 Linux once `TLS_OFFSET` is
-/// known (`None` before, and when the library's TLS is not static); elsewhere always. The fast
-/// paths ([`crate::fast_path`]) give up on `None`, so they never call `__tls_get_addr` and
-/// need no stack frame.
-#[inline(always)]
-pub(crate) fn tcache_fast() -> Option<*mut ThreadCache> {
-    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-    {
-        let off = TLS_OFFSET.load(Ordering::Relaxed);
-        if off == 0 {
-            return None;
-        }
-        Some(core::ptr::with_exposed_provenance_mut(
-            thread_pointer().wrapping_add_signed(off),
-        ))
-    }
-    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
-    {
-        Some(TCACHE.with(|c| c.get()))
-    }
 }
 
 /// The heap.
@@ -170,7 +100,7 @@ unsafe impl Send for Heap {}
 pub fn bad_free(e: FreeError) -> ! {
     let mut b = FixedBuf::<256>::new();
     let _ = write!(b, "dmaslab: {e}");
-    sys::stderr_line(b.as_bytes());
+    platform::stderr_line(b.as_bytes());
     // SAFETY: abort has no preconditions.
     unsafe { libc::abort() }
 }
@@ -180,7 +110,7 @@ fn fatal(msg: &str) -> ! {
     let mut b = FixedBuf::<160>::new();
     b.push(b"dmaslab: ");
     b.push(msg.as_bytes());
-    sys::stderr_line(b.as_bytes());
+    platform::stderr_line(b.as_bytes());
     // SAFETY: abort has no preconditions.
     unsafe { libc::abort() }
 }
@@ -195,10 +125,10 @@ impl Heap {
 
     /// Builds a heap; `per_thread`: it is the process-wide heap, whose threads keep caches.
     fn build(settings: Settings, per_thread: bool) -> Heap {
-        dmaslab_core::set_relax_hook(sys::yield_cpu);
+        dmaslab_core::set_relax_hook(platform::yield_cpu);
         let config = Config::new(settings.policy)
             .dma_minalign(settings.dma_minalign)
-            .secret(sys::random_u64() as usize | 1)
+            .secret(platform::random_u64() as usize | 1)
             .discard_threshold(DISCARD_THRESHOLD)
             .debug(settings.debug);
         let core = match Kmalloc::new(MmapPageSource::new(), config) {
@@ -471,7 +401,7 @@ impl Heap {
         self.core.validate(|f| {
             let mut b = FixedBuf::<256>::new();
             let _ = write!(b, "dmaslab: {f}");
-            sys::stderr_line(b.as_bytes());
+            platform::stderr_line(b.as_bytes());
         })
     }
 
@@ -543,7 +473,7 @@ impl Heap {
                     let mut b = FixedBuf::<700>::new();
                     b.push(b"dmaslab: cannot write statistics to ");
                     b.push(&path.as_bytes()[..path.as_bytes().len() - 1]);
-                    sys::stderr_line(b.as_bytes());
+                    platform::stderr_line(b.as_bytes());
                     return;
                 }
                 {

@@ -17,7 +17,7 @@ mod dma_alloc;
 pub mod fast_path;
 mod global_alloc;
 pub mod heap;
-pub mod sys;
+pub mod platform;
 
 pub use config::{Settings, StatsTarget};
 pub use dma_alloc::DmaAlloc;
