@@ -1,9 +1,8 @@
 # A bounded cargo-fuzz run of the allocator API (the same harness runs as a proptest in
-# 20-test.sh). Only where cargo-fuzz and nightly are already installed: installing cargo-fuzz
-# compiles it from source, too slow for every CI run.
+# 20-test.sh); 00-setup.sh installs cargo-fuzz. DMASLAB_FUZZ_SECS sets the duration (30 s).
 set -uo pipefail
 if ! cargo fuzz --version >/dev/null 2>&1 || ! cargo +nightly --version >/dev/null 2>&1; then
-  echo "fuzz: SKIPPED - cargo-fuzz or nightly is not installed (cargo install cargo-fuzz)"
+  echo "SKIPPED: cargo-fuzz run of allocator_api: cargo-fuzz or nightly is not installed (see 00-setup.sh's output)"
   exit 0
 fi
 cd fuzz

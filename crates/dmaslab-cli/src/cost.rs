@@ -1,10 +1,13 @@
 //! `dmaslab cost [FILE]`: what policy A (every kmalloc buffer DMA-safe) would cost on the machine
 //! a `/proc/slabinfo` comes from. The analysis is `dmaslab-cost`'s; this module reads the input,
-//! checks the flags and prints all of the output or none of it.
+//! checks the flags and prints all of the output or none of it: the summary and, per scenario,
+//! the caches whose pages change (`--all`: every kmalloc cache). An input without kmalloc caches
+//! is an error (exit 2).
 
 use crate::CliError;
 use dmaslab_cost::cost::{analyse, valid_minalign, Analysis, DEFAULT_MINALIGNS};
-use dmaslab_cost::{render, slabinfo, SEED_PAGE_SIZE, SEED_SLABINFO};
+use dmaslab_cost::render::{self, Rows};
+use dmaslab_cost::{slabinfo, SEED_PAGE_SIZE, SEED_SLABINFO};
 use std::io::Read as _;
 use std::path::PathBuf;
 
@@ -25,6 +28,9 @@ pub struct Args {
     /// Print JSON instead of the table.
     #[arg(long)]
     json: bool,
+    /// List every kmalloc cache under each scenario, not only the ones whose pages change.
+    #[arg(long)]
+    all: bool,
     /// Also write a chart of extra memory against M, both bases, as SVG to this file.
     #[arg(long, value_name = "FILE")]
     svg: Option<PathBuf>,
@@ -111,11 +117,18 @@ pub fn run(args: Args) -> Result<(), CliError> {
         &minaligns,
     );
 
+    // Nothing to cost is bad input: costing a file without kmalloc caches is a mistake (a wrong
+    // file, a truncated copy), not a result of zero.
+    if let Some(reason) = render::nothing_to_cost(&analysis) {
+        return Err(CliError::input(reason));
+    }
+
     // Build everything before writing anything: on failure nothing is half-printed.
+    let rows = if args.all { Rows::All } else { Rows::Changed };
     let out = if args.json {
         render::json(&analysis)
     } else {
-        render::text(&analysis)
+        render::text_with(&analysis, rows)
     };
     if let Some(path) = &args.svg {
         let svg = render::svg(&analysis)

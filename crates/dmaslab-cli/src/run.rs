@@ -5,7 +5,8 @@
 //! in `target/release/`). Statistics come back through `DMASLAB_STATS=<dir>/slabinfo.%p`; the
 //! command's own table is the file of its pid (children that `exit()` leave their own files;
 //! ones that leave with `_exit()` leave none). Peak RSS is the command's own `ru_maxrss` from
-//! `wait4`.
+//! `wait4`. `dmaslab run` exits with the command's status (128 + the signal number when a signal
+//! ended it, as shells do).
 
 use crate::CliError;
 use serde_json::{json, Value};
@@ -18,13 +19,15 @@ use std::time::{Duration, Instant};
 /// Arguments of `dmaslab run`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// DMA alignment policy of the heap (default C).
-    #[arg(long, value_parser = ["A", "B", "C"])]
-    policy: Option<String>,
+    /// DMA alignment policy of the heap (default C). With `--compare`, the policies to compare,
+    /// comma-separated, at least two (default A,B,C).
+    #[arg(long, value_parser = ["A", "B", "C"], value_delimiter = ',')]
+    policy: Vec<String>,
     /// DMA cache line in bytes (default 64).
     #[arg(long = "dma-minalign", value_parser = ["32", "64", "128", "256"])]
     dma_minalign: Option<String>,
-    /// Run the command once per policy and print pages held and peak RSS side by side.
+    /// Run the command once per policy (or per `--policy` listed) and print pages held and
+    /// peak RSS side by side.
     #[arg(long)]
     compare: bool,
     /// The command and its arguments, after `--`.
@@ -66,6 +69,27 @@ impl Measured {
             (Some(c), _) => c.to_string(),
             (None, Some(s)) => format!("signal {s}"),
             _ => "?".into(),
+        }
+    }
+    /// The status a shell would give the command: its exit code, or 128 + the signal number.
+    pub fn shell_status(&self) -> u8 {
+        match (self.code, self.signal) {
+            (Some(c), _) => c as u8,
+            (None, Some(s)) => 128u8.wrapping_add(s as u8),
+            _ => 1,
+        }
+    }
+    /// `Err` carrying the command's own status when it did not exit 0.
+    fn as_result(&self, context: &str) -> Result<(), CliError> {
+        match self.shell_status() {
+            0 => Ok(()),
+            code => Err(CliError {
+                code,
+                message: match self.signal {
+                    Some(s) => format!("the command {context}was killed by signal {s}"),
+                    None => format!("the command {context}exited with status {code}"),
+                },
+            }),
         }
     }
 }
@@ -276,26 +300,44 @@ pub fn run(args: Args) -> Result<(), CliError> {
         .collect::<Vec<_>>()
         .join(" ");
     if args.compare {
+        let mut policies: Vec<&str> = match args.policy.is_empty() {
+            true => vec!["A", "B", "C"],
+            false => args.policy.iter().map(String::as_str).collect(),
+        };
+        policies.sort_unstable();
+        policies.dedup();
+        if policies.len() < 2 {
+            return Err(CliError::input(
+                "--compare --policy: name two or more policies to compare (e.g. --policy A,C), \
+                 or drop --compare to run under one",
+            ));
+        }
         let mut runs = Vec::new();
-        for p in ["A", "B", "C"] {
+        for p in &policies {
             runs.push(run_once(&lib, p, minalign, &args.cmd, false)?);
         }
         println!(
-            "== {shown}\n   under {} with each policy (DMA line {})",
+            "== {shown}\n   under {} with policies {} (DMA line {})",
             lib.display(),
+            policies.join(", "),
             minalign.unwrap_or("64")
         );
         print!("{}", compare_text(&runs));
-        if let Some(m) = runs.iter().find(|m| m.code != Some(0)) {
-            return Err(CliError::failure(format!(
-                "the command failed under policy {} (exit {})",
-                m.policy,
-                m.status_text()
-            )));
-        }
-        return Ok(());
+        // The first failure's status, as if the command had run alone.
+        return match runs.iter().find(|m| m.shell_status() != 0) {
+            Some(m) => m.as_result(&format!("under policy {} ", m.policy)),
+            None => Ok(()),
+        };
     }
-    let policy = args.policy.as_deref().unwrap_or("C");
+    let policy = match args.policy.as_slice() {
+        [] => "C",
+        [p] => p.as_str(),
+        _ => {
+            return Err(CliError::input(
+                "--policy: one policy without --compare (several are for --compare)",
+            ))
+        }
+    };
     let m = run_once(&lib, policy, minalign, &args.cmd, false)?;
     println!("== {shown}");
     println!(
@@ -325,13 +367,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     if m.child_tables > 0 {
         println!("({} more tables from child processes)", m.child_tables);
     }
-    match m.code {
-        Some(0) => Ok(()),
-        _ => Err(CliError::failure(format!(
-            "the command exited with status {}",
-            m.status_text()
-        ))),
-    }
+    m.as_result("")
 }
 
 /// The python workload of the report: fixed dicts, lists, strings, json and sqlite3.

@@ -82,7 +82,11 @@ fn run_replay(
     }
     minalign.sort_unstable();
     minalign.dedup();
-    let name = one_line(file);
+    let name = if file == "-" {
+        "stdin".to_string()
+    } else {
+        one_line(file)
+    };
     let bytes = if file == "-" {
         let mut b = Vec::new();
         std::io::stdin()

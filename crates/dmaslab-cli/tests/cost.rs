@@ -178,13 +178,58 @@ fn minalign_list_stdin_and_svg() {
 }
 
 #[test]
-fn empty_and_kmalloc_free_inputs_say_so() {
-    let out = dmaslab(&["cost", "-"], "");
-    assert_eq!(out.status.code(), Some(0));
-    assert_eq!(
-        text(&out.stdout),
-        "no slab caches in stdin (empty input): nothing to cost\n"
+fn empty_and_kmalloc_free_inputs_are_errors() {
+    for args in [&["cost", "-"][..], &["cost", "--json", "-"][..]] {
+        assert_rejected(
+            &dmaslab(args, ""),
+            "dmaslab: no slab caches in stdin (empty input): nothing to cost",
+        );
+        assert_rejected(
+            &dmaslab(args, "slabinfo - version: 2.1\n"),
+            "no slab caches in stdin",
+        );
+        assert_rejected(
+            &dmaslab(args, "dentry 1 21 192 21 1 : slabdata 1 1 0\n"),
+            "dmaslab: no kmalloc caches in stdin (1 other caches",
+        );
+    }
+}
+
+/// Two families of the seed's sizes: kmalloc-8 changes at M = 16, the empty dma-kmalloc-8
+/// moves to 16 without changing pages, kmalloc-64 stays.
+const TWO_FAMILIES: &str = "kmalloc-64 100 128 64 64 1 : slabdata 2 2 0\n\
+dma-kmalloc-8 0 0 8 512 1 : slabdata 0 0 0\n\
+kmalloc-8 17141 21504 8 512 1 : slabdata 42 42 0\n";
+
+#[test]
+fn text_lists_changed_caches_by_default_and_every_cache_with_all() {
+    let m16 = |out: &Output| {
+        let t = text(&out.stdout);
+        let section = t
+            .split("\nminalign 16 / total")
+            .nth(1)
+            .expect("an M = 16 section")
+            .split("\nminalign")
+            .next()
+            .unwrap()
+            .to_string();
+        section
+    };
+    let out = dmaslab(&["cost", "--minalign", "16", "-"], TWO_FAMILIES);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let s = m16(&out);
+    assert!(s.contains("\n  kmalloc-8 "), "{s}");
+    assert!(
+        !s.contains("dma-kmalloc-8") && !s.contains("kmalloc-64 "),
+        "{s}"
     );
-    let out = dmaslab(&["cost", "-"], "dentry 1 21 192 21 1 : slabdata 1 1 0\n");
-    assert!(text(&out.stdout).starts_with("no kmalloc caches in stdin"));
+    assert!(s.contains("(2 other kmalloc caches unchanged"), "{s}");
+
+    let out = dmaslab(&["cost", "--all", "--minalign", "16", "-"], TWO_FAMILIES);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let s = m16(&out);
+    for name in ["kmalloc-8 ", "dma-kmalloc-8 ", "kmalloc-64 "] {
+        assert!(s.contains(&format!("\n  {name}")), "{name}: {s}");
+    }
+    assert!(!s.contains("other kmalloc caches unchanged"), "{s}");
 }

@@ -66,6 +66,12 @@ pub struct StaticHeap<R: RawMutex = RawSpinLock> {
 // is `Send`), and `R: Sync` makes the lock shareable.
 unsafe impl<R: RawMutex + Sync> Sync for StaticHeap<R> {}
 
+// What the `Sync` above relies on: the allocator itself is `Sync`.
+const _: fn() = || {
+    fn sync<T: Sync>() {}
+    sync::<StaticKmalloc>();
+};
+
 /// Why [`StaticHeap::init`] failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StaticHeapError {

@@ -57,8 +57,18 @@ fn summary(out: &mut String, a: &Analysis) {
     }
 }
 
-/// The per-cache lines of one scenario that change.
-fn details(out: &mut String, s: &Scenario, page_size: u64) {
+/// Which per-cache rows the text report lists under each scenario.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rows {
+    /// The caches whose page count changes (the default: a real machine has ~50 kmalloc caches
+    /// per scenario, most of them unchanged or empty).
+    Changed,
+    /// Every kmalloc cache.
+    All,
+}
+
+/// The per-cache lines of one scenario: the ones `rows` selects.
+fn details(out: &mut String, s: &Scenario, page_size: u64, rows: Rows) {
     let _ = writeln!(
         out,
         "\nminalign {} / {}: {}; {} of kmalloc memory ({} pages), {} of slab memory ({} pages)",
@@ -70,12 +80,15 @@ fn details(out: &mut String, s: &Scenario, page_size: u64) {
         pct(s.percent_of_slab()),
         s.slab_pages,
     );
-    let changed: Vec<_> = s.changed().collect();
-    if changed.is_empty() {
+    let shown: Vec<_> = match rows {
+        Rows::Changed => s.caches.iter().filter(|c| c.extra_pages != 0).collect(),
+        Rows::All => s.caches.iter().collect(),
+    };
+    if shown.is_empty() {
         let _ = writeln!(out, "  no kmalloc cache changes");
         return;
     }
-    let w = changed
+    let w = shown
         .iter()
         .map(|c| c.name.len())
         .max()
@@ -86,14 +99,14 @@ fn details(out: &mut String, s: &Scenario, page_size: u64) {
         "  {:<w$}  {:>7}  {:>6}  {:>10}  {:>9}  {:>10}  {:>8}",
         "cache", "objsize", "target", "count", "pages now", "pages then", "extra"
     );
-    for c in changed {
+    for c in &shown {
         let _ = writeln!(
             out,
             "  {:<w$}  {:>7}  {:>6}  {:>10}  {:>9}  {:>10}  {:>+8}",
             c.name, c.objsize, c.target, c.count, c.pages_now, c.pages_then, c.extra_pages
         );
     }
-    let unchanged = s.caches.len() - s.changed().count();
+    let unchanged = s.caches.len() - shown.len();
     if unchanged > 0 {
         let _ = writeln!(
             out,
@@ -112,8 +125,13 @@ pub fn summary_text(a: &Analysis) -> String {
     out
 }
 
-/// The readable report: a summary table, then the changing caches of every scenario.
+/// The readable report: a summary table, then the caches whose pages change in every scenario.
 pub fn text(a: &Analysis) -> String {
+    text_with(a, Rows::Changed)
+}
+
+/// The readable report with the per-cache rows `rows` selects.
+pub fn text_with(a: &Analysis, rows: Rows) -> String {
     if let Some(line) = nothing_to_cost(a) {
         return line + "\n";
     }
@@ -132,7 +150,7 @@ pub fn text(a: &Analysis) -> String {
     );
     summary(&mut out, a);
     for s in &a.scenarios {
-        details(&mut out, s, a.page_size);
+        details(&mut out, s, a.page_size, rows);
     }
     out
 }

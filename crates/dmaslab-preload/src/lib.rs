@@ -2,7 +2,7 @@
 //!
 //! ```sh
 //! cargo build --release
-//! DMASLAB_POLICY=A DMASLAB_STATS=stderr LD_PRELOAD=target/release/libdmaslab.so python3 -c 'print(1)'
+//! DMASLAB_POLICY=A DMASLAB_STATS=stderr LD_PRELOAD=$PWD/target/release/libdmaslab.so python3 -c 'print(1)'
 //! ```
 //!
 //! C semantics as glibc: `errno = ENOMEM` on failure, `EINVAL` for bad alignments

@@ -8,10 +8,13 @@
 //!
 //! The environment is read with `getenv(3)`, which does not allocate, because the heap is built
 //! inside the first `malloc` of the process.
+//!
+//! Settings chosen in code ([`CodeSettings`], e.g. `DmaSlab::with_policy(Policy::A)`) take
+//! precedence over their environment variables; the others still apply.
 
 use crate::platform::{stderr_line, FixedBuf};
 use core::ffi::CStr;
-use dmaslab_core::{Policy, DMA_MINALIGNS};
+use dmaslab_core::{Policy, SpinLock, DMA_MINALIGNS};
 
 /// Longest `DMASLAB_STATS` path kept (bytes, before `%p` expansion).
 pub const STATS_PATH_MAX: usize = 512;
@@ -161,6 +164,90 @@ impl Settings {
     }
 }
 
+/// Settings chosen in code for the process-wide heap: each one set takes precedence over its
+/// environment variable. Built in `const` context, for a `#[global_allocator]` static.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CodeSettings {
+    /// Overrides `DMASLAB_POLICY`.
+    pub policy: Option<Policy>,
+    /// Overrides `DMASLAB_DMA_MINALIGN` (32, 64, 128 or 256; another value is reported on
+    /// stderr and ignored).
+    pub dma_minalign: Option<usize>,
+    /// Overrides `DMASLAB_DEBUG`.
+    pub debug: Option<bool>,
+}
+
+impl CodeSettings {
+    /// Nothing chosen: the environment decides.
+    pub const NONE: CodeSettings = CodeSettings {
+        policy: None,
+        dma_minalign: None,
+        debug: None,
+    };
+
+    /// Chooses the policy.
+    pub const fn policy(mut self, p: Policy) -> Self {
+        self.policy = Some(p);
+        self
+    }
+
+    /// Chooses the DMA cache line.
+    pub const fn dma_minalign(mut self, line: usize) -> Self {
+        self.dma_minalign = Some(line);
+        self
+    }
+
+    /// Chooses debug mode.
+    pub const fn debug(mut self, on: bool) -> Self {
+        self.debug = Some(on);
+        self
+    }
+
+    /// `s` with the settings chosen here put over it.
+    pub fn over(self, mut s: Settings) -> Settings {
+        if let Some(p) = self.policy {
+            s.policy = p;
+        }
+        match self.dma_minalign {
+            Some(l) if DMA_MINALIGNS.contains(&l) => s.dma_minalign = l,
+            Some(l) => {
+                let mut b = FixedBuf::<32>::new();
+                let _ = core::fmt::Write::write_fmt(&mut b, format_args!("{l}"));
+                warn("DmaSlab dma_minalign", b.as_bytes(), "the environment's");
+            }
+            None => {}
+        }
+        if let Some(d) = self.debug {
+            s.debug = d;
+        }
+        s
+    }
+}
+
+/// The settings chosen in code for the process-wide heap: the first offer made before the heap
+/// is built.
+static OFFERED: SpinLock<Option<CodeSettings>> = SpinLock::new(None);
+
+/// Offers `c` for the process-wide heap, which has not been built yet; the first offer stays.
+pub(crate) fn offer(c: CodeSettings) {
+    let mut o = OFFERED.lock();
+    if o.is_none() {
+        *o = Some(c);
+    }
+}
+
+impl Settings {
+    /// The process-wide heap's settings: the environment ([`Settings::from_env`]) with the
+    /// settings offered in code (by the `#[global_allocator]`'s first allocation) over it.
+    pub fn for_process() -> Settings {
+        let env = Settings::from_env();
+        match *OFFERED.lock() {
+            Some(c) => c.over(env),
+            None => env,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,6 +265,17 @@ mod tests {
         assert_eq!(parse_debug(b"1"), Some(true));
         assert_eq!(parse_debug(b"0"), Some(false));
         assert_eq!(parse_debug(b"yes"), None);
+        let code = CodeSettings::NONE.policy(Policy::A).dma_minalign(48);
+        let s = code.over(Settings::default().debug(true));
+        assert_eq!(
+            (s.policy, s.dma_minalign, s.debug),
+            (Policy::A, 64, true),
+            "set fields win, a bad line is ignored, unset fields stay"
+        );
+        assert_eq!(
+            CodeSettings::NONE.over(Settings::default()),
+            Settings::default()
+        );
         match parse_stats(b"/tmp/s.%p") {
             Some(StatsTarget::Path { bytes, len }) => assert_eq!(&bytes[..len], b"/tmp/s.%p"),
             other => panic!("{other:?}"),

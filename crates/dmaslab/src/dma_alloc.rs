@@ -4,19 +4,29 @@
 //! A DMA-safe buffer starts on a DMA cache line (`DMASLAB_DMA_MINALIGN`, default 64) and its
 //! slot is a whole number of lines, so cache maintenance on it never touches another object.
 //!
-//! ```
-//! use allocator_api2::vec::Vec;
-//! use dmaslab::DmaAlloc;
-//! let mut buf: Vec<u8, DmaAlloc> = Vec::with_capacity_in(100, DmaAlloc);
-//! buf.extend_from_slice(&[7u8; 100]);
-//! assert_eq!(buf.as_ptr() as usize % DmaAlloc.line(), 0);
-//! ```
+//! `allocator-api2` is re-exported as [`dmaslab::allocator_api2`](crate::allocator_api2): use
+//! that path (a separately added `allocator-api2` of another major version is a different
+//! trait, and `Vec<u8, DmaAlloc>` then fails with E0277).
 
 use crate::heap::heap;
 use allocator_api2::alloc::{AllocError, Allocator, Layout};
 use core::ptr::NonNull;
 
 /// DMA-safe buffers from the process-wide heap.
+///
+/// ```
+/// use dmaslab::allocator_api2::{boxed::Box, vec::Vec};
+/// use dmaslab::DmaAlloc;
+///
+/// let mut buf: Vec<u8, DmaAlloc> = Vec::with_capacity_in(100, DmaAlloc);
+/// buf.extend_from_slice(&[7u8; 100]);
+/// assert_eq!(buf.as_ptr() as usize % DmaAlloc.line(), 0);
+///
+/// // A descriptor ring entry of 16 bytes still gets a whole line to itself.
+/// let desc = Box::new_in([0u32; 4], DmaAlloc);
+/// assert_eq!(&*desc as *const _ as usize % DmaAlloc.line(), 0);
+/// assert_eq!(dmaslab::heap().usable_size(&*desc as *const _ as *const u8), DmaAlloc.line());
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DmaAlloc;
 

@@ -517,7 +517,8 @@ unsafe impl Sync for HeapSlot {}
 
 static HEAP: HeapSlot = HeapSlot(UnsafeCell::new(MaybeUninit::uninit()));
 
-/// The process-wide heap, built on first use from the environment ([`Settings::from_env`]).
+/// The process-wide heap, built on first use from the environment and the settings chosen in
+/// code ([`Settings::for_process`]).
 ///
 /// Building it never calls `malloc`, so it is safe inside the first `malloc` of a process.
 #[inline(always)]
@@ -551,7 +552,7 @@ fn init_heap() -> &'static Heap {
     loop {
         match STATE.compare_exchange(UNINIT, BUSY, Ordering::Acquire, Ordering::Acquire) {
             Ok(_) => {
-                let h = Heap::build(Settings::from_env(), true);
+                let h = Heap::build(Settings::for_process(), true);
                 learn_tls_offset();
                 // SAFETY: we won the race; nobody reads the slot before `READY`.
                 let h = unsafe { (*HEAP.0.get()).write(h) };

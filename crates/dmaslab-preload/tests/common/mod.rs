@@ -1,34 +1,72 @@
-//! Helpers for the preload tests: find `libdmaslab.so`, make scratch directories, run commands
-//! with and without the library, compile small C programs.
+//! Helpers for the preload tests: build `libdmaslab.so`, make scratch directories, run commands
+//! with and without the library, compile small C programs. The CLI's `run` tests include it too
+//! (`#[path]`), for the library.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
 
 pub const POLICIES: [&str; 3] = ["A", "B", "C"];
 
-/// `libdmaslab.so`: `$DMASLAB_LIB`, else `$CARGO_TARGET_DIR/release`, else the workspace's
-/// `target/release`. Panics (fails the test) when it is missing: build it first.
+/// `libdmaslab.so` built from the current source: `cargo build --release -p dmaslab-preload`
+/// (the workspace's cargo and target directory; a no-op when it is up to date), once per test
+/// binary. `$DMASLAB_LIB` names a library to test instead. Panics (fails the test) when the build
+/// fails.
 pub fn lib_path() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let candidate = if let Some(p) = std::env::var_os("DMASLAB_LIB") {
-        PathBuf::from(p)
-    } else {
-        let target = match std::env::var_os("CARGO_TARGET_DIR") {
-            Some(t) if Path::new(&t).is_absolute() => PathBuf::from(t),
-            Some(t) => root.join(t),
-            None => root.join("target"),
-        };
-        target.join("release/libdmaslab.so")
-    };
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
+    LIB.get_or_init(|| match std::env::var_os("DMASLAB_LIB") {
+        Some(p) => {
+            let p = PathBuf::from(p);
+            assert!(p.is_file(), "DMASLAB_LIB={} is not a file", p.display());
+            p.canonicalize().expect("canonical library path")
+        }
+        None => build_lib(),
+    })
+    .clone()
+}
+
+/// Builds the library and returns the path cargo reports for it.
+fn build_lib() -> PathBuf {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    // Spelled from crates/<any crate>, so other crates' tests can include this module.
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dmaslab-preload/Cargo.toml");
+    let o = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--message-format=json-render-diagnostics",
+        ])
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .output()
+        .expect("run cargo build");
     assert!(
-        candidate.is_file(),
-        "{} is missing: run `cargo build --release -p dmaslab-preload` (or the whole workspace) \
-         before these tests, or point DMASLAB_LIB at the library",
-        candidate.display()
+        o.status.success(),
+        "cargo build --release -p dmaslab-preload failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
     );
-    candidate.canonicalize().expect("canonical library path")
+    // The compiler-artifact message of the cdylib lists its file; no JSON parser among this
+    // crate's dependencies, and the path is a plain string in `"filenames":["..."]`.
+    let out = String::from_utf8_lossy(&o.stdout);
+    let path = out
+        .lines()
+        .filter(|l| l.contains(r#""reason":"compiler-artifact""#) && l.contains("cdylib"))
+        .find_map(|l| {
+            const KEY: &str = r#""filenames":[""#;
+            let files = &l[l.find(KEY)? + KEY.len()..];
+            let file = &files[..files.find('"')?];
+            file.ends_with("/libdmaslab.so")
+                .then(|| PathBuf::from(file))
+        })
+        .expect("cargo build reported no libdmaslab.so");
+    assert!(
+        path.is_file(),
+        "{} is missing after the build",
+        path.display()
+    );
+    path
 }
 
 /// A fresh scratch directory, removed on drop.
