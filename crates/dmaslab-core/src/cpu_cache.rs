@@ -169,7 +169,7 @@ impl<P: PageSource> Kmalloc<P> {
             if rx != NO_CLASS {
                 // Out of line: in a malloc/free pair the allocation took the recent object back,
                 // and the fall-through to the two stores is the pair's whole path.
-                core::hint::cold_path();
+                cold_path();
                 let rm = *cc.loaded.get_unchecked(rx as usize);
                 // (Null only after a failed magazine allocation.)
                 if rm.is_null() || !Magazine::push(rm, cc.recent) {
@@ -537,3 +537,9 @@ fn prefetch_for_write(p: *mut u8) {
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
 }
+
+/// Marks the branch that calls it as unlikely: a call to a `#[cold]` function (the core's MSRV,
+/// 1.87, predates `core::hint::cold_path`). Only the cold branch pays the call.
+#[cold]
+#[inline(never)]
+fn cold_path() {}
