@@ -131,6 +131,9 @@ pub enum FindingKind {
     RedZone,
     /// A free-list link did not decode.
     CorruptedFreeList,
+    /// A documented invariant of the allocator's bookkeeping does not hold (found by
+    /// `validate`): a slab on the wrong list, counts that do not add up.
+    BrokenInvariant,
 }
 
 /// A debug-mode finding: the cache, the object, where in it, and both call sites when known.
@@ -169,6 +172,7 @@ impl fmt::Display for Finding {
             FindingKind::UseAfterFree => "use after free",
             FindingKind::RedZone => "red zone overwritten",
             FindingKind::CorruptedFreeList => "corrupted free list",
+            FindingKind::BrokenInvariant => "broken invariant",
         };
         write!(
             f,

@@ -6,6 +6,10 @@
 //! - [`Kmalloc`]: kmalloc size classes 8 .. 8k (plus `dma-kmalloc-*` under B and C), user caches
 //!   (`kmem_cache_create`), large page runs, statistics as `/proc/slabinfo`, and
 //!   [`Kmalloc::owner_of`] for the DMA layer.
+//! - [`CpuCache`]: the per-CPU layer (magazines and their [`depot`]), a caller-owned cache
+//!   passed as `&mut` to [`Kmalloc::kmalloc_cpu`], [`Kmalloc::kfree_cpu`] and the lock-free
+//!   [`CpuCache::alloc_fast`] / [`Kmalloc::kfree_fast`]: one per CPU in a kernel (preemption
+//!   off), one per thread in the hosted heap.
 //! - [`StaticHeap`] (feature `static-heap`, on by default): a `const` firmware heap over a
 //!   static [`HeapRegion`], usable as `#[global_allocator]`, locked by a `lock_api::RawMutex` of
 //!   the user's choice ([`RawSpinLock`], or [`CriticalSectionRawMutex`] with the
@@ -37,11 +41,14 @@ extern crate std;
 
 mod arena;
 mod buddy;
+mod cpu_cache;
 mod debug;
+pub mod depot;
 mod divisor;
 pub mod geometry;
 mod kmalloc;
 mod kmem_cache;
+pub mod magazine;
 #[cfg(feature = "std")]
 mod mmap;
 mod page_layer;
@@ -60,8 +67,9 @@ mod static_heap;
 mod stats;
 
 pub use arena::{ArenaError, ArenaPageSource};
+pub use cpu_cache::{CpuCache, NO_CLASS};
 pub use debug::{Finding, FindingKind, POISON_FREE, RED_ZONE};
-pub use kmalloc::{CacheError, CacheId, Kmalloc, Owner, SegmentHint, HINT_SLOTS, MAX_CACHES};
+pub use kmalloc::{CacheError, CacheId, Kmalloc, Owner, HINT_SLOTS, MAX_CACHES};
 pub use kmem_cache::{Ctor, FreeError};
 #[cfg(feature = "static-heap")]
 pub use lock_api;
@@ -76,7 +84,7 @@ pub use raw_lock::CriticalSectionRawMutex;
 pub use raw_lock::RawSpinLock;
 #[cfg(feature = "lock-stats")]
 pub use spin::{lock_stats, LockStats};
-pub use spin::{SpinGuard, SpinLock};
+pub use spin::{set_relax_hook, SpinGuard, SpinLock, SPIN_ROUNDS};
 #[cfg(feature = "static-heap")]
 pub use static_heap::{HeapRegion, StaticHeap, StaticHeapError, StaticKmalloc};
 pub use stats::{write_slabinfo_header, CacheName, SlabInfo, Totals};

@@ -5,7 +5,7 @@ use core::ptr::NonNull;
 
 /// Page runs from anonymous `mmap`, aligned to their size. Each run is first asked for right
 /// below the previous one (an address hint, no `MAP_FIXED`): one system call, and segments
-/// side by side, which keeps a thread's [`SegmentHint`](crate::SegmentHint) free of
+/// side by side, which keeps a [`CpuCache`](crate::CpuCache)'s segment hint free of
 /// collisions. When the kernel places it elsewhere, an over-sized mapping is trimmed to
 /// alignment. Freed runs are unmapped; [`PageSource::discard`] returns pages with
 /// `MADV_DONTNEED`, and [`PageSource::populate`] maps them in with `MADV_POPULATE_WRITE`.

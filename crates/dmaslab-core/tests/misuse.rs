@@ -323,41 +323,6 @@ fn cache_of_accepts_only_object_starts() {
 }
 
 #[test]
-fn hinted_lookup_agrees_with_the_map_and_forgets_released_segments() {
-    let mut mem = region(8 << 20);
-    let k = kmalloc(&mut mem, Policy::C, 64);
-    let mut hint = dmaslab_core::SegmentHint::NONE;
-    let objs: Vec<*mut u8> = (0..2000)
-        .map(|i| k.kmalloc(8 + i % 300, Gfp::KERNEL).unwrap().as_ptr())
-        .collect();
-    for &p in &objs {
-        assert_eq!(k.cache_of_hinted(p, &mut hint), k.cache_of(p));
-        // SAFETY: pointer arithmetic only, never dereferenced.
-        assert_eq!(k.cache_of_hinted(unsafe { p.add(1) }, &mut hint), None);
-    }
-    // With the hint set on this segment: its header, and its free last page, are no objects.
-    let newest = *objs.last().unwrap();
-    let seg = newest as usize & !((DEFAULT_PAGE_SIZE << common::SEG_ORDER) - 1);
-    assert!(k.cache_of_hinted(newest, &mut hint).is_some());
-    assert_eq!(k.cache_of_hinted(seg as *const u8, &mut hint), None);
-    let pages = 1usize << common::SEG_ORDER;
-    let free_page = (0..pages)
-        .map(|p| seg + p * DEFAULT_PAGE_SIZE)
-        .find(|&a| k.owner_of(a) == Owner::Unused)
-        .expect("the newest segment has a free page left");
-    assert_eq!(k.cache_of_hinted(free_page as *const u8, &mut hint), None);
-    let stale = objs[0];
-    for p in objs {
-        // SAFETY: live, freed once.
-        unsafe { k.kfree(p).unwrap() };
-    }
-    k.shrink_all();
-    assert_eq!(k.totals().pages.segments, 0, "every segment given back");
-    // The hint names a segment that is gone: the lookup must not trust it.
-    assert_eq!(k.cache_of_hinted(stale, &mut hint), None);
-}
-
-#[test]
 fn a_free_object_written_after_free_is_caught_by_the_next_refill() {
     let mut mem = region(4 << 20);
     let k = kmalloc(&mut mem, Policy::C, 64);
@@ -410,30 +375,4 @@ fn freeing_a_slot_never_handed_out_is_an_invalid_free() {
         k.kfree(b).unwrap();
     }
     assert_eq!(k.totals().live_allocations, 0);
-}
-
-#[test]
-#[cfg_attr(miri, ignore = "a 48 MiB arena")]
-fn a_thread_hint_holds_every_adjacent_segment_at_once() {
-    let mut mem = region(48 << 20);
-    let k = kmalloc(&mut mem, Policy::C, 64);
-    let objs: Vec<*mut u8> = std::iter::from_fn(|| k.kmalloc(8192, Gfp::KERNEL))
-        .map(|p| p.as_ptr())
-        .collect();
-    let seg_bytes = DEFAULT_PAGE_SIZE << common::SEG_ORDER;
-    let mut segs: Vec<usize> = objs.iter().map(|&p| p as usize / seg_bytes).collect();
-    segs.dedup();
-    assert!(
-        segs.len() > 100 && segs.len() <= dmaslab_core::HINT_SLOTS,
-        "{} segments",
-        segs.len()
-    );
-    let mut hint = dmaslab_core::SegmentHint::NONE;
-    for &p in &objs {
-        assert!(k.cache_of_hinted(p, &mut hint).is_some());
-    }
-    // Every segment is still in the hint: no two adjacent segments share a slot.
-    for &p in &objs {
-        assert_eq!(k.cache_of_if_hinted(p, &hint), k.cache_of(p), "{p:p}");
-    }
 }

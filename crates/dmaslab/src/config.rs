@@ -12,7 +12,7 @@
 //! Settings chosen in code ([`CodeSettings`], e.g. `DmaSlab::with_policy(Policy::A)`) take
 //! precedence over their environment variables; the others still apply.
 
-use crate::sys::{stderr_line, FixedBuf};
+use crate::platform::{stderr_line, FixedBuf};
 use core::ffi::CStr;
 use dmaslab_core::{Policy, SpinLock, DMA_MINALIGNS};
 

@@ -1,57 +1,43 @@
-//! The process-wide heap: the core allocator over mmap, per-thread magazines and the depot.
+//! The process-wide heap: the core allocator over mmap, with one per-CPU cache
+//! ([`CpuCache`], the core's magazines and depot) per thread.
 //!
 //! # Fast path
-//! `malloc(size)` for `size <= 8192`: one table load turns the size into a cache index
-//! (`KMALLOC_TABLE[(size + 7) >> 3]`), one thread-local load finds the thread's loaded magazine
-//! for that cache, and if it holds an object, the count is decremented and the object returned.
-//! `free(ptr)`: the core's lock-free segment-map lookup ([`Kmalloc::cache_of`]) names the cache,
-//! and if the loaded magazine has room the pointer is pushed. Neither takes a lock nor touches an
-//! atomic (the heap's "ready" flag is a plain acquire load).
-//!
-//! # Slow path (Bonwick & Adams 2001)
-//! Each thread has two magazines per cache, `loaded` and `prev`. When `loaded` is empty (alloc)
-//! or full (free), the thread swaps it with `prev` if that helps; otherwise it exchanges whole
-//! magazines with the cache's [`depot`](crate::depot) under the depot's lock; if the depot has no
-//! loaded magazine, it refills one straight from the slabs with one core lock
-//! ([`Kmalloc::kmem_cache_alloc_bulk`]). Depot lists are bounded; the excess goes back to the
-//! slabs, so frees from another thread (producer/consumer) never grow memory without bound.
+//! [`crate::fast_path`]: `malloc` takes the thread's recent object or the top of its loaded
+//! magazine ([`CpuCache::alloc_fast`]), `free` pushes through [`Kmalloc::kfree_fast`]; neither
+//! takes a lock. Everything else is the full path here, which hands the thread's cache to the
+//! core (`Kmalloc::kmalloc_cpu`, `kfree_cpu`, `ksize_cpu`): swaps with the previous magazine,
+//! exchanges with the depot, bulk refills and drains are the core's.
 //!
 //! # Thread exit
-//! The first slow path of a thread sets a pthread key whose destructor gives the thread's
-//! magazines back to the depot and marks the thread dead: allocations after that (later
+//! The first full path of a thread sets a pthread key whose destructor flushes the thread's cache
+//! ([`Kmalloc::cpu_cache_flush`]) and marks the thread dead: allocations after that (later
 //! thread-local destructors) go straight to the core.
+//!
+//! # Standalone heaps
+//! A heap built with [`Heap::new`] is not the one the thread caches belong to; it keeps one
+//! [`CpuCache`] of its own, shared by its threads under a lock (magazines, but one lock per call).
 //!
 //! # Hardening and debug mode
 //! Always on: the core's encoded free lists and its checks on every free that reaches it
-//! (invalid pointers, the object at its free list's head); on the free fast path, one compare
-//! with the top of the loaded magazine catches `free(p); free(p)`. Findings print one line
+//! (invalid pointers, the object at its free list's head); the per-CPU layer's double-free test
+//! against the recent object and the magazine's top. Findings print one line
 //! (`dmaslab: double free of 0x...`) and abort. Debug mode (`Settings::debug`,
 //! `DMASLAB_DEBUG=1`) turns on the core's red zones, poison, full double-free check and call
-//! sites, and bypasses magazines (the size tables stay empty, so `malloc` takes its cold path
-//! into the core), so that every operation is checked.
-//!
-//! # Accounting
-//! Objects in magazines (thread or depot) look allocated to the core: slabinfo `active_objs`
-//! counts them. Magazines themselves are 512-byte kmalloc objects.
+//! sites; the core's per-CPU layer then bypasses magazines, so that every operation is checked.
 
 use crate::config::{Settings, StatsTarget};
-use crate::depot::{Depot, DepotLists};
 use crate::fast_path;
-use crate::magazine::{capacity_for, Magazine, MAG_BYTES_SELF};
-use crate::sys::{self, FdWriter, FixedBuf};
+use crate::platform::{self, learn_tls_offset, tcache, FdWriter, FixedBuf};
 use core::cell::UnsafeCell;
 use core::fmt::Write;
 use core::mem::MaybeUninit;
-use core::ptr;
+use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicU8, Ordering};
-use dmaslab_core::{
-    CacheId, Config, FreeError, Gfp, Kmalloc, MmapPageSource, SegmentHint, Totals, MAX_CACHES,
-};
+use dmaslab_core::{Config, CpuCache, FreeError, Gfp, Kmalloc, MmapPageSource, SpinLock, Totals};
 
 /// Requests up to this size are served from slab caches through magazines.
 pub const SMALL_MAX: usize = 8192;
 pub(crate) const TABLE_LEN: usize = SMALL_MAX / 8 + 1;
-pub(crate) const NO_CLASS: u8 = u8::MAX;
 
 /// Alignment `malloc` guarantees for requests of 16 bytes and more (glibc's on x86-64); an
 /// 8-byte request gets 8.
@@ -67,144 +53,42 @@ const FRESH: u8 = 0;
 const ACTIVE: u8 = 1;
 const DEAD: u8 = 2;
 
-/// One thread's magazines, by cache index.
+/// One thread's cache of the process-wide heap.
 ///
 /// # Invariants
-/// Each non-null pointer is a magazine owned by this thread, of the cache with that index.
-/// Only the owning thread reads or writes the structure.
+/// `cpu` is used with the process-wide heap's core only (the [`CpuCache`] contract), and only by
+/// the owning thread.
 pub(crate) struct ThreadCache {
-    pub(crate) loaded: [*mut Magazine; MAX_CACHES],
-    prev: [*mut Magazine; MAX_CACHES],
-    /// The segment this thread last freed into: spares the free path the segment-map probe.
-    /// Set only by the process-wide heap (see [`crate::fast_path`]).
-    pub(crate) seg_hint: SegmentHint,
-    /// The object this thread freed last through the fast path, of cache `recent_x`
-    /// (`NO_CLASS`: none): the next `malloc` of that cache takes it back without touching a
-    /// magazine (see [`crate::fast_path`]). Owned by the thread like a magazine's objects.
-    pub(crate) recent: *mut u8,
-    pub(crate) recent_x: u8,
+    pub(crate) cpu: CpuCache,
     state: u8,
 }
 
 impl ThreadCache {
-    /// Is `p` the object this thread freed last into magazine `m`'s cache (the recent object,
-    /// or the top of `m`)? Freeing it again is a double free.
-    ///
-    /// # Safety
-    /// `m` is a valid magazine of this thread cache.
-    #[inline(always)]
-    pub(crate) unsafe fn freed_last(&self, m: *const Magazine, p: *mut u8) -> bool {
-        // SAFETY: forwarded from the caller.
-        self.recent == p || unsafe { Magazine::top(m) } == p
-    }
-
-    const NEW: ThreadCache = ThreadCache {
-        loaded: [ptr::null_mut(); MAX_CACHES],
-        prev: [ptr::null_mut(); MAX_CACHES],
-        seg_hint: SegmentHint::NONE,
-        recent: ptr::null_mut(),
-        recent_x: NO_CLASS,
+    pub(crate) const NEW: ThreadCache = ThreadCache {
+        cpu: CpuCache::NEW,
         state: FRESH,
     };
-}
-
-thread_local! {
-    // Const-initialised and without `Drop`: access is a plain TLS address computation, with no
-    // lazy initialisation or destructor registration (thread exit goes through a pthread key).
-    static TCACHE: UnsafeCell<ThreadCache> = const { UnsafeCell::new(ThreadCache::NEW) };
-}
-
-/// `TCACHE`'s offset from the thread pointer when this module's thread-locals sit in glibc's
-/// static TLS block (a preloaded or linked library, or the executable): the same for every
-/// thread, so the fast path adds it to `fs:0` instead of calling `__tls_get_addr` (stable Rust
-/// has no initial-exec TLS model for a cdylib). 0: unknown, use `TCACHE.with`. Measured once
-/// by the thread that builds the heap ([`learn_tls_offset`]).
-#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-static TLS_OFFSET: core::sync::atomic::AtomicIsize = core::sync::atomic::AtomicIsize::new(0);
-
-#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-#[inline(always)]
-fn thread_pointer() -> usize {
-    let tp: usize;
-    // SAFETY: on x86-64 Linux `fs:0` holds the thread control block's own address (the TLS ABI).
-    unsafe {
-        core::arch::asm!("mov {}, qword ptr fs:[0]", out(reg) tp,
-            options(nostack, readonly, preserves_flags, pure));
-    }
-    tp
-}
-
-/// Records `TLS_OFFSET` if `TCACHE` lies in the static TLS block: variant II puts that block
-/// just below the thread pointer, so the offset is negative and small. A dynamically
-/// allocated block (a `dlopen` without static TLS room) is anywhere else and is left to
-/// `__tls_get_addr`.
-fn learn_tls_offset() {
-    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-    {
-        let off = (TCACHE.with(|c| c.get()) as usize).wrapping_sub(thread_pointer()) as isize;
-        if off < 0 && off > -(1 << 16) {
-            TLS_OFFSET.store(off, Ordering::Relaxed);
-        }
-    }
-}
-
-#[inline(always)]
-pub(crate) fn tcache() -> *mut ThreadCache {
-    match tcache_fast() {
-        Some(tc) => tc,
-        None => TCACHE.with(|c| c.get()),
-    }
-}
-
-/// This thread's cache when finding it takes no call: on x86-64 Linux once `TLS_OFFSET` is
-/// known (`None` before, and when the library's TLS is not static); elsewhere always. The fast
-/// paths ([`crate::fast_path`]) give up on `None`, so they never call `__tls_get_addr` and
-/// need no stack frame.
-#[inline(always)]
-pub(crate) fn tcache_fast() -> Option<*mut ThreadCache> {
-    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-    {
-        let off = TLS_OFFSET.load(Ordering::Relaxed);
-        if off == 0 {
-            return None;
-        }
-        Some(core::ptr::with_exposed_provenance_mut(
-            thread_pointer().wrapping_add_signed(off),
-        ))
-    }
-    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
-    {
-        Some(TCACHE.with(|c| c.get()))
-    }
 }
 
 /// The heap.
 ///
 /// # Invariants
-/// `kmalloc_table[(s + 7) >> 3]` (and `dma_table`) is the index of the cache the core uses for
-/// a request of `s <= SMALL_MAX` bytes (with `Gfp::DMA` for `dma_table`), or `NO_CLASS`;
-/// `ids[i]` is that cache's id, `obj_size[i]` its object size and `mag_cap[i]` its magazine
-/// capacity. `depots[i]` holds only magazines of cache `i`.
+/// `shared` is used with `core` only (the [`CpuCache`] contract); when `per_thread`, this is the
+/// process-wide heap and the threads' caches are `core`'s.
 pub struct Heap {
     core: Kmalloc<MmapPageSource>,
     settings: Settings,
-    kmalloc_table: [u8; TABLE_LEN],
-    dma_table: [u8; TABLE_LEN],
-    ids: [Option<CacheId>; MAX_CACHES],
-    obj_size: [u32; MAX_CACHES],
-    mag_cap: [u8; MAX_CACHES],
-    depots: [Depot; MAX_CACHES],
     exit_key: Option<libc::pthread_key_t>,
     /// Debug mode (the core checks every operation).
     debug: bool,
-    /// Threads cache objects of this heap in magazines: only the process-wide heap outside
-    /// debug mode and tracing (the thread caches are per thread, not per heap). Otherwise the
-    /// size tables are empty and every call goes to the core.
-    magazines: bool,
+    /// The process-wide heap: each thread has a [`CpuCache`] in TLS.
+    per_thread: bool,
+    /// A standalone heap's cache, shared by its threads.
+    shared: SpinLock<CpuCache>,
 }
 
-// SAFETY: every shared part is behind a lock (depots, core caches) or read-only after
-// construction (tables); the raw pointers inside depots are owned by the depot lists.
+// SAFETY: every shared part is behind a lock (the shared cache, the core's caches and depots);
+// thread caches are per thread.
 unsafe impl Sync for Heap {}
 // SAFETY: as above; nothing is tied to the constructing thread.
 unsafe impl Send for Heap {}
@@ -216,7 +100,7 @@ unsafe impl Send for Heap {}
 pub fn bad_free(e: FreeError) -> ! {
     let mut b = FixedBuf::<256>::new();
     let _ = write!(b, "dmaslab: {e}");
-    sys::stderr_line(b.as_bytes());
+    platform::stderr_line(b.as_bytes());
     // SAFETY: abort has no preconditions.
     unsafe { libc::abort() }
 }
@@ -226,25 +110,25 @@ fn fatal(msg: &str) -> ! {
     let mut b = FixedBuf::<160>::new();
     b.push(b"dmaslab: ");
     b.push(msg.as_bytes());
-    sys::stderr_line(b.as_bytes());
+    platform::stderr_line(b.as_bytes());
     // SAFETY: abort has no preconditions.
     unsafe { libc::abort() }
 }
 
 impl Heap {
     /// Builds a standalone heap with `settings` (does not allocate through `malloc`). Thread
-    /// magazines belong to the process-wide heap ([`heap`]), so a standalone heap sends every
-    /// call to its core allocator: correct, and as slow as the core's locks.
+    /// caches belong to the process-wide heap ([`heap`]), so a standalone heap keeps one
+    /// [`CpuCache`] that its threads share under a lock.
     pub fn new(settings: Settings) -> Heap {
         Heap::build(settings, false)
     }
 
-    /// Builds a heap; `magazines`: it is the process-wide heap and may use thread magazines.
-    fn build(settings: Settings, magazines: bool) -> Heap {
-        let magazines = magazines && !settings.debug && !settings.trace;
+    /// Builds a heap; `per_thread`: it is the process-wide heap, whose threads keep caches.
+    fn build(settings: Settings, per_thread: bool) -> Heap {
+        dmaslab_core::set_relax_hook(platform::yield_cpu);
         let config = Config::new(settings.policy)
             .dma_minalign(settings.dma_minalign)
-            .secret(sys::random_u64() as usize | 1)
+            .secret(platform::random_u64() as usize | 1)
             .discard_threshold(DISCARD_THRESHOLD)
             .debug(settings.debug);
         let core = match Kmalloc::new(MmapPageSource::new(), config) {
@@ -254,35 +138,11 @@ impl Heap {
         let mut h = Heap {
             core,
             settings,
-            kmalloc_table: [NO_CLASS; TABLE_LEN],
-            dma_table: [NO_CLASS; TABLE_LEN],
-            ids: [None; MAX_CACHES],
-            obj_size: [0; MAX_CACHES],
-            mag_cap: [0; MAX_CACHES],
-            depots: [const { Depot::new(DepotLists::NEW) }; MAX_CACHES],
             exit_key: None,
             debug: settings.debug,
-            magazines,
+            per_thread,
+            shared: SpinLock::new(CpuCache::NEW),
         };
-        for i in 0..TABLE_LEN {
-            let size = (i * 8).max(1);
-            for (gfp, dma) in [(Gfp::KERNEL, false), (Gfp::DMA, true)] {
-                if let Some(id) = h.core.kmalloc_cache(size, gfp) {
-                    let x = id.index();
-                    let osz = h.core.cache_object_size(id).unwrap_or(0);
-                    h.ids[x] = Some(id);
-                    h.obj_size[x] = osz as u32;
-                    h.mag_cap[x] = capacity_for(osz) as u8;
-                    if !magazines {
-                        // Every request takes the cold path into the core.
-                    } else if dma {
-                        h.dma_table[i] = x as u8;
-                    } else {
-                        h.kmalloc_table[i] = x as u8;
-                    }
-                }
-            }
-        }
         let mut key: libc::pthread_key_t = 0;
         // SAFETY: `key` is a valid out-parameter; the destructor is an `extern "C"` fn that
         // never unwinds.
@@ -302,6 +162,41 @@ impl Heap {
         &self.settings
     }
 
+    /// Is debug mode on?
+    pub fn debug(&self) -> bool {
+        self.debug
+    }
+
+    /// Do objects of this heap go through magazines (everywhere but in debug mode)?
+    pub fn magazines(&self) -> bool {
+        !self.debug
+    }
+
+    /// Do the `malloc`/`free` fast paths serve this heap? Only the process-wide heap's, outside
+    /// debug mode and tracing (the fast paths have no trace hook).
+    pub(crate) fn fast_paths(&self) -> bool {
+        self.per_thread && !self.debug && !self.settings.trace
+    }
+
+    /// Runs `f` with the calling thread's cache (a standalone heap: its shared one, locked);
+    /// `None` for a thread of the process-wide heap that has exited.
+    #[inline]
+    fn with_cpu<R>(
+        &self,
+        f: impl FnOnce(&Kmalloc<MmapPageSource>, &mut CpuCache) -> R,
+    ) -> Option<R> {
+        if !self.per_thread {
+            return Some(f(&self.core, &mut self.shared.lock()));
+        }
+        let tc = tcache();
+        if !self.thread_ready(tc) {
+            return None;
+        }
+        // SAFETY: this thread's cache, of this heap's core (type invariant); nothing else holds
+        // a reference to it while `f` runs (the core never calls back into the heap).
+        Some(f(&self.core, unsafe { &mut (*tc).cpu }))
+    }
+
     /// Allocates `size` bytes (at least 8-aligned; 16-aligned from 16 bytes; power-of-two sizes
     /// naturally aligned). Null when out of memory.
     #[inline]
@@ -313,95 +208,41 @@ impl Heap {
     /// debug mode and named in its reports.
     #[inline]
     pub fn malloc_at(&self, size: usize, site: usize) -> *mut u8 {
-        if size <= SMALL_MAX {
-            let x = self.kmalloc_table[(size + 7) >> 3];
-            if x != NO_CLASS {
-                return self.alloc_class(x as usize);
-            }
-        }
-        self.alloc_large(size, 1, Gfp::KERNEL, site)
+        self.alloc(size, 1, Gfp::KERNEL, site)
     }
 
     /// Allocates `size` bytes aligned to `align` (a power of two; anything else gives null).
     pub fn malloc_aligned(&self, size: usize, align: usize) -> *mut u8 {
-        self.aligned_in(size, align, false, 0)
+        self.alloc(size, align, Gfp::KERNEL, 0)
     }
 
     /// [`malloc_aligned`](Self::malloc_aligned) with the caller's address.
     pub fn malloc_aligned_at(&self, size: usize, align: usize, site: usize) -> *mut u8 {
-        self.aligned_in(size, align, false, site)
-    }
-
-    /// Is debug mode on?
-    pub fn debug(&self) -> bool {
-        self.debug
-    }
-
-    /// Do threads cache this heap's objects in magazines (see [`Heap::new`])?
-    pub fn magazines(&self) -> bool {
-        self.magazines
+        self.alloc(size, align, Gfp::KERNEL, site)
     }
 
     /// Allocates a DMA-safe buffer: it shares no cache line (`dma_minalign`) with anything
     /// else. Served by the `dma-kmalloc-*` caches under B and C, by kmalloc under A.
     pub fn dma_alloc(&self, size: usize, align: usize) -> *mut u8 {
-        self.aligned_in(size, align, true, 0)
+        self.alloc(size, align, Gfp::DMA, 0)
     }
 
-    fn aligned_in(&self, size: usize, align: usize, dma: bool, site: usize) -> *mut u8 {
-        if !align.is_power_of_two() {
-            return ptr::null_mut();
-        }
-        let table = if dma {
-            &self.dma_table
-        } else {
-            &self.kmalloc_table
-        };
-        let mut s = size.max(align);
-        if s <= SMALL_MAX {
-            let mut x = table[(s + 7) >> 3];
-            if x != NO_CLASS && natural_align(self.obj_size[x as usize] as usize) < align {
-                s = s.next_power_of_two();
-                x = table[(s + 7) >> 3];
-            }
-            if x != NO_CLASS && natural_align(self.obj_size[x as usize] as usize) >= align {
-                return self.alloc_class(x as usize);
-            }
-        }
-        let gfp = if dma { Gfp::DMA } else { Gfp::KERNEL };
-        self.alloc_large(size, align, gfp, site)
-    }
-
-    /// Straight to the core: sizes above [`SMALL_MAX`], and every request in debug mode. A
-    /// corrupted free list, or a debug finding, is reported and aborts.
-    #[cold]
-    fn alloc_large(&self, size: usize, align: usize, gfp: Gfp, site: usize) -> *mut u8 {
-        match self.core.kmalloc_checked(size.max(1), align, gfp, site) {
-            Ok(p) => p.map_or(ptr::null_mut(), |p| p.as_ptr()),
+    /// The one allocation path: the core's per-CPU layer with this thread's cache. A corrupted
+    /// free list, or a debug finding, is reported and aborts.
+    fn alloc(&self, size: usize, align: usize, gfp: Gfp, site: usize) -> *mut u8 {
+        let size = size.max(1);
+        let res = self
+            // SAFETY: the cache `with_cpu` gives is bound to this core (invariant).
+            .with_cpu(|k, cc| unsafe { k.kmalloc_cpu(cc, size, align, gfp, site) })
+            .unwrap_or_else(|| self.core.kmalloc_checked(size, align, gfp, site));
+        match res {
+            Ok(p) => p.map_or(ptr::null_mut(), NonNull::as_ptr),
             Err(e) => bad_free(e),
         }
     }
 
-    #[inline(always)]
-    fn alloc_class(&self, x: usize) -> *mut u8 {
-        let tc = tcache();
-        // SAFETY: the thread cache is this thread's only (invariant); `x < MAX_CACHES` (it
-        // came from a size table, whose entries are cache indices); a non-null loaded magazine
-        // is owned by it and `objs[..count]`, `count <= MAG_MAX`, are free objects of cache `x`.
-        unsafe {
-            let m = *(*tc).loaded.get_unchecked(x);
-            if !m.is_null() {
-                if let Some(p) = Magazine::pop(m) {
-                    return p.as_ptr();
-                }
-            }
-        }
-        self.alloc_slow(x)
-    }
-
-    /// Frees `ptr` (null is ignored). An invalid or double free detected by the core, or a
-    /// free of the object on top of the thread's loaded magazine (`free(p); free(p)`), prints
-    /// one line and aborts.
+    /// Frees `ptr` (null is ignored). An invalid or double free (the thread's recent object, the
+    /// top of its magazine, or the head of a slab's free list) prints one line and aborts.
     ///
     /// # Safety
     /// `ptr` is null or a live allocation of this heap; nothing uses it afterwards.
@@ -416,80 +257,33 @@ impl Heap {
     ///
     /// # Safety
     /// As for [`free`](Self::free).
-    #[inline]
     pub unsafe fn free_at(&self, ptr: *mut u8, site: usize) {
         if ptr.is_null() {
             return;
         }
-        if !self.magazines {
+        let res = self
+            // SAFETY: as in `alloc`; the caller gives `ptr` up.
+            .with_cpu(|k, cc| unsafe { k.kfree_cpu(cc, ptr, site) })
             // SAFETY: forwarded from the caller.
-            return unsafe { self.free_direct(ptr, site) };
-        }
-        let tc = tcache();
-        // SAFETY: the thread cache is this thread's own (type invariant).
-        let hint = unsafe { &mut (*tc).seg_hint };
-        match self.core.cache_of_hinted(ptr, hint) {
-            Some(id) => {
-                let x = id.index();
-                // SAFETY: as in `alloc_class`; the pointer lies in a slab of cache `x` and the
-                // caller gives it up. `top` reads inside the magazine (`count <= cap`).
-                unsafe {
-                    let m = (*tc).loaded[x];
-                    if !m.is_null() {
-                        // The object on top is free (the last one freed, if this thread freed
-                        // one since it last allocated): freeing it again is a double free. So
-                        // is the fast path's `recent` object.
-                        if (*tc).freed_last(m, ptr) {
-                            bad_free(FreeError::DoubleFree(ptr as usize));
-                        }
-                        if Magazine::push(m, ptr) {
-                            return;
-                        }
-                    }
-                    self.free_slow(x, ptr, site)
-                }
-            }
-            // SAFETY: forwarded from the caller.
-            None => unsafe { self.free_direct(ptr, site) },
-        }
-    }
-
-    /// Frees through the core, with its checks (every free in debug mode).
-    ///
-    /// # Safety
-    /// As for [`free`](Self::free).
-    #[cold]
-    unsafe fn free_direct(&self, ptr: *mut u8, site: usize) {
-        // SAFETY: forwarded from the caller.
-        if let Err(e) = unsafe { self.core.kfree_at(ptr, site) } {
+            .unwrap_or_else(|| unsafe { self.core.kfree_at(ptr, site) });
+        if let Err(e) = res {
             bad_free(e)
         }
     }
 
     /// The usable size of the allocation at `ptr` (0 for null or a pointer the heap does not
-    /// know).
+    /// know). In debug mode the size asked for: the rest of the slot is red zone.
+    // `ksize_cpu` is unsafe for its cache's contract; it only looks `ptr` up, never reads it.
+    #[allow(clippy::not_unsafe_ptr_arg_deref)]
     pub fn usable_size(&self, ptr: *const u8) -> usize {
         if ptr.is_null() {
             return 0;
         }
-        if self.debug {
-            // The size asked for: the rest of the slot is red zone.
-            return self.core.usable_size(ptr).unwrap_or(0);
-        }
-        if self.magazines {
-            // The process-wide heap: the thread's segment hint spares the map probe (realloc
-            // asks this on every call).
-            // SAFETY: this thread's cache.
-            let hint = unsafe { &mut (*tcache()).seg_hint };
-            return match self.core.cache_of_hinted(ptr, hint) {
-                Some(id) => self.obj_size[id.index()] as usize,
-                None => self.core.ksize_hinted(ptr, hint).unwrap_or(0),
-            };
-        }
-        match self.core.cache_of(ptr) {
-            Some(id) => self.obj_size[id.index()] as usize,
-            None => self.core.ksize(ptr).unwrap_or(0),
-        }
+        self
+            // SAFETY: as in `alloc`.
+            .with_cpu(|k, cc| unsafe { k.ksize_cpu(cc, ptr) })
+            .unwrap_or_else(|| self.core.usable_size(ptr))
+            .unwrap_or(0)
     }
 
     /// Resizes: in place when `size` fits and wastes less than half, else allocate, copy, free.
@@ -550,73 +344,7 @@ impl Heap {
         new
     }
 
-    fn id(&self, x: usize) -> CacheId {
-        match self.ids[x] {
-            Some(id) => id,
-            None => fatal("magazine for a cache the heap does not use"),
-        }
-    }
-
-    /// A fresh empty magazine for cache `x`, from the core's kmalloc-512 (null when out of
-    /// memory).
-    fn new_magazine(&self, x: usize) -> *mut Magazine {
-        match self.core.kmalloc(MAG_BYTES_SELF, Gfp::KERNEL) {
-            Some(p) => {
-                let m = p.as_ptr().cast::<Magazine>();
-                // SAFETY: a fresh 512-byte, 512-aligned block.
-                unsafe { Magazine::init(m, self.mag_cap[x] as usize) };
-                m
-            }
-            None => ptr::null_mut(),
-        }
-    }
-
-    /// Returns the objects of `m` to the slabs; `m` is then an empty magazine.
-    ///
-    /// # Safety
-    /// `m` is a magazine of cache `x` owned by the caller.
-    unsafe fn drain(&self, x: usize, m: *mut Magazine) {
-        let id = self.id(x);
-        // SAFETY: we own `m` and its objects; one cache lock for the whole magazine. The
-        // thread's segment hint is its own (only the process-wide heap has magazines).
-        unsafe {
-            let objs = &(&(*m).objs)[..(*m).count as usize];
-            let hint = &mut (*tcache()).seg_hint;
-            if let Err((_, e)) = self.core.kmem_cache_free_bulk_hinted(id, objs, hint) {
-                bad_free(e);
-            }
-            (*m).count = 0;
-        }
-    }
-
-    /// Returns the objects of `m` to the slabs and frees the magazine.
-    ///
-    /// # Safety
-    /// `m` is a magazine of cache `x` owned by the caller.
-    unsafe fn drain_and_free(&self, x: usize, m: *mut Magazine) {
-        // SAFETY: we own `m` (caller); drained, it is an empty kmalloc-512 object of ours.
-        unsafe {
-            self.drain(x, m);
-            if let Err(e) = self.core.kfree(m.cast()) {
-                bad_free(e);
-            }
-        }
-    }
-
-    /// Gives `m` to cache `x`'s depot; frees it (and its objects) if the depot is at its bound.
-    ///
-    /// # Safety
-    /// `m` is a magazine of cache `x` owned by the caller.
-    unsafe fn to_depot(&self, x: usize, m: *mut Magazine) {
-        // SAFETY: ownership passes to the depot or back to us.
-        let excess = unsafe { self.depots[x].lock().push(m) };
-        if let Some(m) = excess {
-            // SAFETY: handed back to us.
-            unsafe { self.drain_and_free(x, m) };
-        }
-    }
-
-    /// First slow path of a thread: arm the exit hook. Returns false if the thread is dead.
+    /// First full path of a thread: arm the exit hook. Returns false if the thread is dead.
     #[inline]
     fn thread_ready(&self, tc: *mut ThreadCache) -> bool {
         // SAFETY: this thread's cache.
@@ -637,187 +365,22 @@ impl Heap {
         }
     }
 
-    #[cold]
-    #[inline(never)]
-    fn alloc_slow(&self, x: usize) -> *mut u8 {
-        let tc = tcache();
-        if !self.thread_ready(tc) {
-            return self
-                .core
-                .kmem_cache_alloc(self.id(x))
-                .map_or(ptr::null_mut(), |p| p.as_ptr());
-        }
-        // SAFETY: this thread's cache (invariant); magazines it names are its own.
-        unsafe {
-            let loaded = (*tc).loaded[x];
-            let prev = (*tc).prev[x];
-            // 1. The previous magazine has objects: swap.
-            if !prev.is_null() && !(*prev).is_empty() {
-                (*tc).prev[x] = loaded;
-                (*tc).loaded[x] = prev;
-                return take(prev);
-            }
-            // 2. A loaded magazine from the depot; our empty `prev` goes there in exchange.
-            let full = {
-                let mut d = self.depots[x].lock();
-                let f = d.pop_full();
-                let spare = if f.is_some() && !prev.is_null() {
-                    d.push(prev)
-                } else {
-                    None
-                };
-                drop(d);
-                if let Some(s) = spare {
-                    self.drain_and_free(x, s);
-                }
-                f
-            };
-            if let Some(f) = full {
-                // The empty `prev` went to the depot; the empty (or absent) `loaded` takes its
-                // place.
-                (*tc).prev[x] = loaded;
-                (*tc).loaded[x] = f;
-                return take(f);
-            }
-            // 3. Refill from the slabs under one cache lock.
-            let m = if loaded.is_null() {
-                let m = self.new_magazine(x);
-                if m.is_null() {
-                    return self
-                        .core
-                        .kmem_cache_alloc(self.id(x))
-                        .map_or(ptr::null_mut(), |p| p.as_ptr());
-                }
-                (*tc).loaded[x] = m;
-                m
-            } else {
-                loaded
-            };
-            let cap = (*m).cap as usize;
-            let n = match self
-                .core
-                .kmem_cache_alloc_bulk_checked(self.id(x), &mut (&mut (*m).objs)[..cap])
-            {
-                Ok(n) => n,
-                // A link written after its object was freed: one line, then abort.
-                Err((_, e)) => bad_free(e),
-            };
-            (*m).count = n as u32;
-            if n == 0 {
-                return ptr::null_mut();
-            }
-            take(m)
-        }
-    }
-
-    /// # Safety
-    /// `ptr` is a live object of cache `x` that the caller gives up.
-    #[cold]
-    #[inline(never)]
-    unsafe fn free_slow(&self, x: usize, ptr: *mut u8, site: usize) {
-        if !self.magazines {
-            // SAFETY: forwarded from the caller.
-            return unsafe { self.free_direct(ptr, site) };
-        }
-        let tc = tcache();
-        if !self.thread_ready(tc) {
-            // SAFETY: forwarded from the caller.
-            if let Err(e) = unsafe { self.core.kmem_cache_free(self.id(x), ptr) } {
-                bad_free(e);
-            }
+    /// Gives everything this thread's cache holds back (magazines to the depots) and routes its
+    /// later allocations to the core. Called by the thread-exit hook; harmless to call more than
+    /// once.
+    pub fn flush_thread(&self) {
+        if !self.per_thread {
             return;
         }
-        // SAFETY: this thread's cache (invariant); magazines it names are its own.
-        unsafe {
-            let loaded = (*tc).loaded[x];
-            let prev = (*tc).prev[x];
-            // 1. The previous magazine has room: swap.
-            if !prev.is_null() && !(*prev).is_full() {
-                (*tc).prev[x] = loaded;
-                (*tc).loaded[x] = prev;
-                give(prev, ptr);
-                return;
-            }
-            // 2. Our full `prev` goes to the depot, `loaded` (full) becomes `prev`, and an
-            // empty magazine from the depot (or a new one) becomes `loaded`.
-            let (empty, excess) = {
-                let mut d = self.depots[x].lock();
-                let e = d.pop_empty();
-                let excess = if !loaded.is_null() && !prev.is_null() {
-                    d.push(prev)
-                } else {
-                    None
-                };
-                (e, excess)
-            };
-            // A full `prev` the depot had no room for goes back to the slabs; drained, it
-            // serves as the new empty magazine when the depot had none (no kfree + kmalloc).
-            let reuse = match excess {
-                Some(s) => {
-                    self.drain(x, s);
-                    if empty.is_some() {
-                        self.to_depot(x, s);
-                        None
-                    } else {
-                        Some(s)
-                    }
-                }
-                None => None,
-            };
-            if !loaded.is_null() {
-                // The full `prev` (if any) went to the depot; the full `loaded` replaces it.
-                (*tc).prev[x] = loaded;
-            }
-            let m = match empty.or(reuse) {
-                Some(m) => m,
-                None => self.new_magazine(x),
-            };
-            (*tc).loaded[x] = m;
-            if m.is_null() {
-                if let Err(e) = self.core.kmem_cache_free(self.id(x), ptr) {
-                    bad_free(e);
-                }
-                return;
-            }
-            give(m, ptr);
-        }
-    }
-
-    /// Gives all of this thread's magazines back to the depot and routes its later allocations
-    /// to the core. Called by the thread-exit hook; harmless to call more than once.
-    pub fn flush_thread(&self) {
         let tc = tcache();
-        // SAFETY: this thread's cache; the recent object is ours, of cache `recent_x`.
-        unsafe {
-            let rx = (*tc).recent_x;
-            if rx != NO_CLASS {
-                let p = (*tc).recent;
-                (*tc).recent_x = NO_CLASS;
-                (*tc).recent = ptr::null_mut();
-                if let Err(e) = self.core.kmem_cache_free(self.id(rx as usize), p) {
-                    bad_free(e);
-                }
-            }
-        }
-        for x in 0..MAX_CACHES {
-            // SAFETY: this thread's cache; each magazine is ours to hand over.
-            unsafe {
-                for m in [(*tc).loaded[x], (*tc).prev[x]] {
-                    if !m.is_null() {
-                        self.to_depot(x, m);
-                    }
-                }
-                (*tc).loaded[x] = ptr::null_mut();
-                (*tc).prev[x] = ptr::null_mut();
-            }
+        // SAFETY: this thread's cache, of this core (invariant).
+        if let Err(e) = unsafe { self.core.cpu_cache_flush(&mut (*tc).cpu) } {
+            bad_free(e);
         }
     }
 
-    /// Takes every lock of the heap (depots, then the core's), for `pthread_atfork`'s prepare.
+    /// Takes every lock of the heap (the core's, depots first), for `pthread_atfork`'s prepare.
     pub fn prefork(&self) {
-        for d in &self.depots {
-            core::mem::forget(d.lock());
-        }
         self.core.lock_all();
     }
 
@@ -827,12 +390,7 @@ impl Heap {
     /// Called once after `prefork` by the forking thread (the child's only thread).
     pub unsafe fn postfork(&self) {
         // SAFETY: this thread took every lock in `prefork`; nothing is mid-update.
-        unsafe {
-            self.core.force_unlock_all();
-            for d in &self.depots {
-                d.force_unlock();
-            }
-        }
+        unsafe { self.core.force_unlock_all() };
     }
 
     /// Walks every slab ([`Kmalloc::validate`]): free lists must decode, and in debug mode
@@ -843,7 +401,7 @@ impl Heap {
         self.core.validate(|f| {
             let mut b = FixedBuf::<256>::new();
             let _ = write!(b, "dmaslab: {f}");
-            sys::stderr_line(b.as_bytes());
+            platform::stderr_line(b.as_bytes());
         })
     }
 
@@ -854,15 +412,7 @@ impl Heap {
 
     /// Magazines and objects held by the depots: (loaded magazines, empty magazines, objects).
     pub fn depot_counts(&self) -> (usize, usize, usize) {
-        let mut r = (0, 0, 0);
-        for d in &self.depots {
-            let d = d.lock();
-            let (f, e) = d.counts();
-            r.0 += f;
-            r.1 += e;
-            r.2 += d.objects();
-        }
-        r
+        self.core.depot_counts()
     }
 
     /// Writes the slabinfo 2.1 table and a `# dmaslab-totals` comment line:
@@ -923,7 +473,7 @@ impl Heap {
                     let mut b = FixedBuf::<700>::new();
                     b.push(b"dmaslab: cannot write statistics to ");
                     b.push(&path.as_bytes()[..path.as_bytes().len() - 1]);
-                    sys::stderr_line(b.as_bytes());
+                    platform::stderr_line(b.as_bytes());
                     return;
                 }
                 {
@@ -935,31 +485,6 @@ impl Heap {
             }
         }
     }
-}
-
-fn natural_align(size: usize) -> usize {
-    1 << size.trailing_zeros()
-}
-
-/// [`Magazine::pop`] of a magazine the slow path knows to be non-empty.
-///
-/// # Safety
-/// `m` is a non-empty magazine owned by the caller.
-unsafe fn take(m: *mut Magazine) -> *mut u8 {
-    // SAFETY: forwarded from the caller.
-    let p = unsafe { Magazine::pop(m) };
-    debug_assert!(p.is_some(), "took from an empty magazine");
-    p.map_or(ptr::null_mut(), |p| p.as_ptr())
-}
-
-/// [`Magazine::push`] into a magazine the slow path knows to have room.
-///
-/// # Safety
-/// `m` is a magazine with room, owned by the caller; `p` a free object of its cache.
-unsafe fn give(m: *mut Magazine, p: *mut u8) {
-    // SAFETY: forwarded from the caller.
-    let pushed = unsafe { Magazine::push(m, p) };
-    debug_assert!(pushed, "gave to a full magazine");
 }
 
 extern "C" fn thread_exit(_: *mut libc::c_void) {
@@ -1031,7 +556,9 @@ fn init_heap() -> &'static Heap {
                 learn_tls_offset();
                 // SAFETY: we won the race; nobody reads the slot before `READY`.
                 let h = unsafe { (*HEAP.0.get()).write(h) };
-                fast_path::publish(&h.kmalloc_table);
+                if h.fast_paths() {
+                    fast_path::publish(&h.core);
+                }
                 STATE.store(READY, Ordering::Release);
                 break;
             }

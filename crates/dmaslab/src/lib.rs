@@ -1,7 +1,7 @@
 //! dmaslab: the userspace heap on `dmaslab-core`.
 //!
-//! - [`heap()`]: the process-wide [`Heap`] — the core kmalloc over mmap, per-thread magazines
-//!   and a shared depot (see [`heap`](mod@heap) for the fast path).
+//! - [`heap()`]: the process-wide [`Heap`] — the core kmalloc over mmap with one of the core's
+//!   per-CPU caches per thread (see [`heap`](mod@heap) and [`fast_path`]).
 //! - [`DmaSlab`](struct@DmaSlab): the heap as `#[global_allocator]`.
 //! - [`DmaAlloc`]: an `allocator-api2` allocator of DMA-safe buffers, so `Vec<u8, DmaAlloc>`
 //!   works on stable Rust.
@@ -49,13 +49,11 @@
 #![warn(missing_docs)]
 
 pub mod config;
-pub mod depot;
 mod dma_alloc;
 pub mod fast_path;
 mod global_alloc;
 pub mod heap;
-pub mod magazine;
-pub mod sys;
+pub mod platform;
 
 pub use allocator_api2;
 pub use config::{CodeSettings, Settings, StatsTarget};

@@ -9,8 +9,8 @@
 //! every free; at the end the slab walk must find nothing and the depots must be within bounds.
 //! Runs for `DMASLAB_EXCHANGE_SECS` seconds (default 4).
 
-use dmaslab::depot::{DEPOT_EMPTY_MAX, DEPOT_FULL_MAX};
 use dmaslab::heap;
+use dmaslab_core::depot::{DEPOT_EMPTY_MAX, DEPOT_FULL_MAX};
 use std::collections::HashSet;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};

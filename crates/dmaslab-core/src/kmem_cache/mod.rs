@@ -1,6 +1,8 @@
 //! `kmem_cache`: a cache of equal-sized objects over slabs (Linux `mm/slub.c`, minus the per-CPU
 //! part, which the hosted heap adds as magazines).
 
+mod check;
+
 use crate::buddy::BuddyLink;
 use crate::debug::{DebugRecord, Finding, FindingKind, ObjectRef, RECORD_BYTES};
 use crate::divisor::Divisor;
@@ -598,45 +600,6 @@ impl KmemCache {
         let i = (d as usize - seg as usize) / core::mem::size_of::<PageDesc>();
         // SAFETY: the slab is empty and unlisted; its pages go back to the page layer.
         unsafe { pages.lock().free_run(map, seg, i) };
-    }
-
-    /// Checks every slab: free lists decode, and in debug mode every free object keeps its
-    /// poison and every allocated one its red zone. Calls `found` for each problem.
-    pub(crate) fn validate(&self, found: &mut dyn FnMut(&Finding)) -> usize {
-        let mut n = 0;
-        let geom = self.geom();
-        for list in [&self.partial, &self.full, &self.empty] {
-            let mut d = list.head;
-            while !d.is_null() {
-                // SAFETY: every slab on the lists is a live slab of this cache (type invariant)
-                // and we hold the cache lock.
-                unsafe {
-                    let base = self.slab_base(d);
-                    if let Err(c) = geom.is_free(d, base, usize::MAX) {
-                        n += 1;
-                        found(&Finding {
-                            kind: FindingKind::CorruptedFreeList,
-                            addr: c.at,
-                            cache: self.name,
-                            object: base as usize,
-                            offset: c.at.wrapping_sub(base as usize),
-                            alloc_site: 0,
-                            free_site: 0,
-                        });
-                    }
-                    if self.debug {
-                        for k in 0..self.objects {
-                            if let Err(f) = self.object_ref(base, base.add(k * self.size)).check() {
-                                n += 1;
-                                found(&f);
-                            }
-                        }
-                    }
-                    d = (*d).link.next.cast();
-                }
-            }
-        }
-        n
     }
 
     /// Gives every empty slab back. Returns the pages released.

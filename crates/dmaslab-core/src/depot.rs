@@ -6,8 +6,8 @@
 //! [`DEPOT_EMPTY_MAX`] empty ones per cache; the caller returns the excess to the core.
 
 use crate::magazine::Magazine;
+use crate::spin::SpinLock;
 use core::ptr;
-use dmaslab_core::SpinLock;
 
 /// Loaded (non-empty) magazines a cache's depot keeps at most.
 pub const DEPOT_FULL_MAX: usize = 8;

@@ -1,0 +1,315 @@
+//! The kmalloc family: `kmalloc`, `kzalloc`, `kmalloc_aligned`, `kfree`, `ksize` and the
+//! class rule they share (`cache_for`), and the large runs above the slab classes.
+
+use super::*;
+
+impl<P: PageSource> Kmalloc<P> {
+    /// The cache serving kmalloc requests of `size` with `gfp`, if a slab cache serves them.
+    pub fn kmalloc_cache(&self, size: usize, gfp: Gfp) -> Option<CacheId> {
+        self.cache_for(size, 1, gfp).map(CacheId)
+    }
+
+    pub(crate) fn cache_for(&self, size: usize, align: usize, gfp: Gfp) -> Option<u16> {
+        let dma = gfp.contains(Gfp::DMA) && self.dma_caches.iter().any(|&c| c != NO_CACHE);
+        let (table, ids) = if dma {
+            (&self.dma_classes, &self.dma_caches)
+        } else {
+            (&self.classes, &self.kmalloc_caches)
+        };
+        let mut i = if align <= 8 {
+            table.index_for(size)?
+        } else {
+            table.index_for_aligned(size, align)?
+        };
+        if self.config.debug && KMALLOC_CLASSES[i] == size {
+            // Debug mode: a request that fills its slot exactly moves to the next class with the
+            // same natural alignment, so that it has a red zone.
+            i = table.index_for_aligned(size + 1, align.max(natural_align(size)))?;
+        }
+        let id = ids[i];
+        (id != NO_CACHE).then_some(id)
+    }
+
+    /// Allocates `size` bytes: a slab object up to 8 KiB, whole pages above.
+    #[inline]
+    pub fn kmalloc(&self, size: usize, gfp: Gfp) -> Option<NonNull<u8>> {
+        self.kmalloc_aligned(size, 1, gfp)
+    }
+
+    /// Allocates `size` zeroed bytes.
+    pub fn kzalloc(&self, size: usize, gfp: Gfp) -> Option<NonNull<u8>> {
+        self.kmalloc_aligned(size, 1, gfp | Gfp::ZERO)
+    }
+
+    /// Allocates `size` bytes aligned to `align` (a power of two).
+    ///
+    /// The rule: the smallest class that holds `size` and whose natural alignment (largest power
+    /// of two dividing it) is at least `align`; if no slab class qualifies, a page run of
+    /// `max(size, align)` bytes rounded up to a power-of-two number of pages, aligned to its size.
+    /// Runs above [`max_natural_align`](Self::max_natural_align) are page-aligned only, so an
+    /// alignment above the page size fails for them.
+    pub fn kmalloc_aligned(&self, size: usize, align: usize, gfp: Gfp) -> Option<NonNull<u8>> {
+        self.kmalloc_checked(size, align, gfp, 0)
+            .unwrap_or_else(|e| corrupted(e))
+    }
+
+    /// [`kmalloc_aligned`](Self::kmalloc_aligned) for hosts that report misuse themselves: a
+    /// corrupted free list, or in debug mode a use after free found when an object is handed out
+    /// again, is returned instead of panicking. `site` is the caller's address (0: unknown),
+    /// recorded in debug mode.
+    pub fn kmalloc_checked(
+        &self,
+        size: usize,
+        align: usize,
+        gfp: Gfp,
+        site: usize,
+    ) -> Result<Option<NonNull<u8>>, FreeError> {
+        if !align.is_power_of_two() {
+            return Ok(None);
+        }
+        let p = match self.cache_for(size, align, gfp) {
+            Some(id) => {
+                let handle = self.site_handle(site);
+                let mut c = self.caches[id as usize].lock();
+                let res = c.alloc(&self.pages, &self.map, size, handle);
+                if let Ok(Some(_)) = res {
+                    c.count_alloc(size, 1);
+                }
+                drop(c);
+                let Some(p) = res.map_err(|e| self.resolve(e))? else {
+                    return Ok(None);
+                };
+                p
+            }
+            None => match self.alloc_large(size, align) {
+                Some(p) => p,
+                None => return Ok(None),
+            },
+        };
+        if gfp.contains(Gfp::ZERO) {
+            // SAFETY: the allocation is at least `size` bytes and ours.
+            unsafe { p.as_ptr().write_bytes(0, size) };
+        }
+        Ok(Some(p))
+    }
+
+    /// A page run or a huge segment for a request of `size` bytes aligned to `align`, counted
+    /// in the page layer's usage.
+    pub(super) fn alloc_large(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
+        let bytes = size.max(align);
+        let pages = bytes.max(1).checked_add(self.page_size() - 1)? >> self.page_shift;
+        let order = pages.checked_next_power_of_two()?.trailing_zeros();
+        let mut pl = self.pages.lock();
+        let (p, got) = if order <= self.max_run_order {
+            // A large run's `cache` field holds its order: `ksize` reads it without the
+            // page-layer lock (`link.order` belongs to that lock).
+            let (seg, i) = pl.alloc_run(&self.map, order, PageKind::Large, order as u16)?;
+            // SAFETY: the run lies in `seg`.
+            let p = unsafe { SegmentHeader::page_ptr(seg, i, self.page_shift) };
+            (NonNull::new(p)?, self.page_size() << order)
+        } else if align <= self.page_size() {
+            pl.alloc_huge(&self.map, bytes)?
+        } else {
+            return None;
+        };
+        pl.usage.alloc(size, got, 1);
+        Some(p)
+    }
+
+    /// Frees an allocation from kmalloc or any cache of this allocator. Null is ignored.
+    ///
+    /// Pointers this allocator never handed out, interior pointers and pointers into free memory
+    /// are reported as [`FreeError::InvalidPointer`] and change nothing; freeing the object at the
+    /// head of its slab's free list again is [`FreeError::DoubleFree`].
+    ///
+    /// # Safety
+    /// If `ptr` is a live allocation of this allocator, nothing uses it afterwards.
+    pub unsafe fn kfree(&self, ptr: *mut u8) -> Result<(), FreeError> {
+        if ptr.is_null() {
+            return Ok(());
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe { self.free_checked(ptr, None, 0) }
+    }
+
+    /// [`kfree`](Self::kfree) with the caller's address, recorded in debug mode.
+    ///
+    /// # Safety
+    /// As for [`kfree`](Self::kfree).
+    pub unsafe fn kfree_at(&self, ptr: *mut u8, site: usize) -> Result<(), FreeError> {
+        if ptr.is_null() {
+            return Ok(());
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe { self.free_checked(ptr, None, site) }
+    }
+
+    /// # Safety
+    /// As for [`kfree`](Self::kfree).
+    pub(super) unsafe fn free_checked(
+        &self,
+        ptr: *mut u8,
+        expect: Option<u16>,
+        site: usize,
+    ) -> Result<(), FreeError> {
+        let addr = ptr as usize;
+        match self.locate(addr) {
+            Loc::Slab { head, cache, .. } => {
+                if expect.is_some_and(|e| e != cache) {
+                    return Err(FreeError::WrongCache(addr));
+                }
+                let handle = self.site_handle(site);
+                let Some(mut c) = self.lock_slab(head, cache) else {
+                    return Err(FreeError::InvalidPointer(addr));
+                };
+                // SAFETY: `head` is a slab of this cache (checked under its lock) holding `ptr`.
+                let res = unsafe { c.free(head, ptr, &self.pages, &self.map, handle) };
+                if res.is_ok() {
+                    c.count_free(1);
+                }
+                drop(c);
+                res.map_err(|e| self.resolve(e))
+            }
+            Loc::Large { seg, head } => {
+                if expect.is_some() {
+                    return Err(FreeError::WrongCache(addr));
+                }
+                let mut pl = self.pages.lock();
+                // SAFETY: large-run descriptors are stable under the page-layer lock.
+                unsafe {
+                    let d = SegmentHeader::desc_ptr(seg, head);
+                    if !is_large_object(d)
+                        || SegmentHeader::page_ptr(seg, head, self.page_shift) as usize != addr
+                    {
+                        return Err(FreeError::InvalidPointer(addr));
+                    }
+                    let size = self.page_size() << (*d).link.order;
+                    pl.free_run(&self.map, seg, head);
+                    pl.usage.free(size, 1);
+                }
+                Ok(())
+            }
+            Loc::Huge { seg, start, end } => {
+                if addr != start || expect.is_some() {
+                    return Err(FreeError::InvalidPointer(addr));
+                }
+                let mut pl = self.pages.lock();
+                // Re-check under the lock: a racing free may have released it.
+                if self.map.lookup(seg as usize).is_none() {
+                    return Err(FreeError::DoubleFree(addr));
+                }
+                // SAFETY: a live huge segment whose object the caller gives up.
+                unsafe { pl.free_huge(&self.map, seg) };
+                pl.usage.free(end - start, 1);
+                Ok(())
+            }
+            Loc::Header { .. } | Loc::FreePage | Loc::Foreign => {
+                Err(FreeError::InvalidPointer(addr))
+            }
+        }
+    }
+
+    /// The usable size of the allocation starting at `ptr`, or `None` if `ptr` is not the start
+    /// of a live allocation's slot of this allocator (slab objects are not checked for being
+    /// free: that costs a free-list walk; see [`owner_of`](Self::owner_of)).
+    pub fn ksize(&self, ptr: *const u8) -> Option<usize> {
+        self.ksize_at(ptr as usize, self.locate(ptr as usize))
+    }
+
+    pub(super) fn ksize_at(&self, addr: usize, loc: Loc) -> Option<usize> {
+        match loc {
+            Loc::Slab { head, cache, .. } => {
+                let c = self.lock_slab(head, cache)?;
+                // SAFETY: `head` heads a slab of this cache (checked under its lock).
+                let base = unsafe { c.slab_base(head) };
+                c.geom()
+                    .is_object_start(addr.wrapping_sub(base as usize))
+                    .then_some(c.size)
+            }
+            // SAFETY: descriptors of a registered segment stay readable; only atomics are read
+            // (a large run's order is in its `cache` field, set before its kind is published).
+            Loc::Large { seg, head } => unsafe {
+                let d = SegmentHeader::desc_ptr(seg, head);
+                let start = SegmentHeader::page_ptr(seg, head, self.page_shift) as usize;
+                (is_large_object(d) && start == addr)
+                    .then(|| self.page_size() << (*d).cache.load(Ordering::Acquire))
+            },
+            Loc::Huge { start, end, .. } => (addr == start).then_some(end - start),
+            _ => None,
+        }
+    }
+
+    /// The bytes a caller may use at `ptr`: [`ksize`](Self::ksize), except in debug mode, where
+    /// a slab object's usable size is the size it was last requested with (the rest of its slot
+    /// is red zone). `None` where `ksize` gives `None`.
+    pub fn usable_size(&self, ptr: *const u8) -> Option<usize> {
+        let full = self.ksize(ptr)?;
+        if !self.config.debug {
+            return Some(full);
+        }
+        match self.locate(ptr as usize) {
+            Loc::Slab { head, cache, base } => {
+                let c = self.lock_slab(head, cache)?;
+                if !c.geom().is_object_start((ptr as usize).wrapping_sub(base)) {
+                    return None;
+                }
+                // SAFETY: an object start of a slab of this cache (checked under its lock).
+                Some(unsafe { c.requested(head, ptr as *mut u8) })
+            }
+            _ => Some(full),
+        }
+    }
+
+    /// The size kmalloc would really hand out for a request of `size` bytes.
+    pub fn kmalloc_size_roundup(&self, size: usize) -> usize {
+        match self.classes.class_for(size) {
+            Some(c) => c,
+            None => {
+                let pages = size.div_ceil(self.page_size());
+                let order = pages.next_power_of_two().trailing_zeros();
+                if order <= self.max_run_order {
+                    self.page_size() << order
+                } else {
+                    pages << self.page_shift
+                }
+            }
+        }
+    }
+
+    /// Resizes the allocation at `ptr` to `new_size` bytes, in place when it fits (and the place
+    /// is naturally aligned for `new_size`, so krealloc keeps kmalloc's alignment promise). Null `ptr`
+    /// allocates; `new_size == 0` frees `ptr` and returns `None`. On failure `ptr` is untouched.
+    ///
+    /// # Safety
+    /// `ptr` is null or a live allocation of this allocator; on success the caller uses only the
+    /// returned pointer afterwards.
+    pub unsafe fn krealloc(&self, ptr: *mut u8, new_size: usize, gfp: Gfp) -> Option<NonNull<u8>> {
+        if ptr.is_null() {
+            return self.kmalloc(new_size, gfp);
+        }
+        if new_size == 0 {
+            // SAFETY: forwarded from the caller.
+            let _ = unsafe { self.kfree(ptr) };
+            return None;
+        }
+        let old = self.ksize(ptr)?;
+        // In place when it fits without wasting half of it, and keeps the natural alignment a
+        // fresh kmalloc(new_size) would have. Debug mode always moves, so the red zone of the
+        // new size is painted and checked.
+        let natural = natural_align(new_size).min(self.max_natural_align());
+        if !self.config.debug
+            && new_size <= old
+            && self.kmalloc_size_roundup(new_size) * 2 > old
+            && (ptr as usize).is_multiple_of(natural)
+        {
+            return NonNull::new(ptr);
+        }
+        let new = self.kmalloc(new_size, gfp)?;
+        // SAFETY: both are live allocations of at least the copied length, and distinct.
+        unsafe {
+            core::ptr::copy_nonoverlapping(ptr, new.as_ptr(), old.min(new_size));
+            let _ = self.kfree(ptr);
+        }
+        Some(new)
+    }
+}

@@ -1,0 +1,366 @@
+//! Model tests of the per-CPU layer: random allocations and frees through several `CpuCache`s
+//! of one allocator (frees of another cache's objects are remote frees), flushes, deliberate
+//! double frees, against a model of what is live. After every operation `validate()` must find
+//! nothing and the accounting must add up: the slabs' active objects are the live slab objects,
+//! plus what the CPU caches and depots hold, plus the magazines themselves.
+
+mod common;
+
+use common::{natural_align, region};
+use dmaslab_core::{
+    ArenaPageSource, CpuCache, FindingKind, FreeError, Gfp, Kmalloc, Owner, Policy,
+    DEFAULT_PAGE_SIZE, HINT_SLOTS, NO_CLASS,
+};
+use proptest::prelude::*;
+
+const CPUS: usize = 3;
+
+#[derive(Clone, Debug)]
+enum Op {
+    Alloc {
+        cpu: usize,
+        size: usize,
+        align_log: u32,
+        dma: bool,
+    },
+    /// Free live object `i` from CPU `cpu` (remote when another CPU allocated it); `fast`: try
+    /// `kfree_fast` first.
+    Free {
+        cpu: usize,
+        i: usize,
+        fast: bool,
+    },
+    /// Free the most recent `n` live objects at once from `cpu`: a burst.
+    Burst {
+        cpu: usize,
+        n: usize,
+    },
+    /// Free live object `i`, then free it again: the second must be refused.
+    DoubleFree {
+        cpu: usize,
+        i: usize,
+    },
+    Flush {
+        cpu: usize,
+    },
+}
+
+fn size_strategy() -> impl Strategy<Value = usize> {
+    prop_oneof![
+        6 => 1usize..=256,
+        3 => 257usize..=8192,
+        1 => 8193usize..=40_000,
+    ]
+}
+
+fn op_strategy() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        8 => (0..CPUS, size_strategy(), prop_oneof![4 => Just(0u32), 1 => 0u32..=12], any::<bool>())
+            .prop_map(|(cpu, size, align_log, dma)| Op::Alloc { cpu, size, align_log, dma }),
+        6 => (0..CPUS, any::<usize>(), any::<bool>()).prop_map(|(cpu, i, fast)| Op::Free { cpu, i, fast }),
+        1 => (0..CPUS, 1usize..=if cfg!(miri) { 8 } else { 150 }).prop_map(|(cpu, n)| Op::Burst { cpu, n }),
+        1 => (0..CPUS, any::<usize>()).prop_map(|(cpu, i)| Op::DoubleFree { cpu, i }),
+        1 => (0..CPUS).prop_map(|cpu| Op::Flush { cpu }),
+    ]
+}
+
+struct Live {
+    ptr: *mut u8,
+    size: usize,
+    fill: u8,
+    slab: bool,
+}
+
+fn check_contents(l: &Live) {
+    // SAFETY: the object is live and at least `size` bytes, all written with `fill`.
+    let s = unsafe { std::slice::from_raw_parts(l.ptr, l.size) };
+    assert!(
+        s.iter().all(|&b| b == l.fill),
+        "object at {:p} lost its contents (handed out twice?)",
+        l.ptr
+    );
+}
+
+/// The accounting invariant of the per-CPU layer: every object the slabs count as active is a
+/// live slab object of the model, an object held by a CPU cache or a depot, or a magazine.
+fn check_accounting(k: &Kmalloc<ArenaPageSource<'_>>, ccs: &[CpuCache], live: &[Live]) {
+    let mut active = 0;
+    k.for_each_cache(|_, info| active += info.active_objs);
+    let (mut mags, mut cached) = (0, 0);
+    for cc in ccs {
+        let (m, o) = cc.counts();
+        mags += m;
+        cached += o;
+    }
+    let (full, empty, depot_objs) = k.depot_counts();
+    let slab_live = live.iter().filter(|l| l.slab).count();
+    assert_eq!(
+        active,
+        slab_live + cached + depot_objs + mags + full + empty,
+        "active objects: {slab_live} live + {cached} cached + {depot_objs} in depots + {} magazines",
+        mags + full + empty
+    );
+    assert_eq!(k.validate(|f| panic!("validate: {f}")), 0);
+}
+
+fn free_one(k: &Kmalloc<ArenaPageSource<'_>>, cc: &mut CpuCache, l: &Live, fast: bool) {
+    check_contents(l);
+    // SAFETY: `cc` is used with `k` only; `l` is live and dropped from the model.
+    unsafe {
+        if !(fast && k.kfree_fast(cc, l.ptr)) {
+            k.kfree_cpu(cc, l.ptr, 0).expect("free of a live object");
+        }
+    }
+}
+
+fn run(policy: Policy, line: usize, debug: bool, ops: &[Op]) {
+    let mut mem = region(if cfg!(miri) { 2 << 20 } else { 24 << 20 });
+    let k = common::kmalloc_mode(&mut mem, policy, line, debug);
+    let mut ccs: Vec<CpuCache> = (0..CPUS).map(|_| CpuCache::NEW).collect();
+    let mut live: Vec<Live> = Vec::new();
+    let mut fills = 0u8;
+    for op in ops {
+        match *op {
+            Op::Alloc {
+                cpu,
+                size,
+                align_log,
+                dma,
+            } => {
+                let align = 1usize << align_log;
+                let gfp = if dma { Gfp::DMA } else { Gfp::KERNEL };
+                // SAFETY: `ccs[cpu]` is used with `k` only.
+                let r = unsafe { k.kmalloc_cpu(&mut ccs[cpu], size, align, gfp, 0) };
+                let Some(p) = r.expect("no corruption") else {
+                    continue;
+                };
+                let addr = p.as_ptr() as usize;
+                assert_eq!(addr % align, 0, "alignment {align} of size {size}");
+                let natural = natural_align(size).min(k.max_natural_align());
+                assert_eq!(addr % natural, 0, "natural alignment of size {size}");
+                assert!(
+                    live.iter()
+                        .all(|l| addr + size <= l.ptr as usize || l.ptr as usize + l.size <= addr),
+                    "{addr:#x} overlaps a live object"
+                );
+                fills = fills.wrapping_add(1);
+                let l = Live {
+                    ptr: p.as_ptr(),
+                    size,
+                    fill: fills,
+                    slab: k.cache_of(p.as_ptr()).is_some(),
+                };
+                // SAFETY: a fresh allocation of at least `size` bytes.
+                unsafe { l.ptr.write_bytes(l.fill, l.size) };
+                live.push(l);
+            }
+            Op::Free { cpu, i, fast } if !live.is_empty() => {
+                let l = live.swap_remove(i % live.len());
+                free_one(&k, &mut ccs[cpu], &l, fast);
+            }
+            Op::Burst { cpu, n } => {
+                for _ in 0..n.min(live.len()) {
+                    let l = live.pop().expect("non-empty");
+                    free_one(&k, &mut ccs[cpu], &l, true);
+                }
+            }
+            Op::DoubleFree { cpu, i } if !live.is_empty() => {
+                let l = live.swap_remove(i % live.len());
+                free_one(&k, &mut ccs[cpu], &l, false);
+                // SAFETY: deliberate misuse: the allocator must refuse it and change nothing.
+                let again = unsafe { k.kfree_cpu(&mut ccs[cpu], l.ptr, 0) };
+                if l.slab {
+                    let named = match again {
+                        Err(FreeError::DoubleFree(a)) => a,
+                        // Debug mode: the core's full check, with the object's record.
+                        Err(FreeError::Found(f)) if f.kind == FindingKind::DoubleFree => f.addr,
+                        other => panic!("second free of a slab object gave {other:?}"),
+                    };
+                    assert_eq!(named, l.ptr as usize);
+                } else {
+                    // A page run's pages went back: no longer an allocation at all.
+                    assert!(again.is_err(), "second free of a page run accepted");
+                }
+            }
+            Op::Flush { cpu } => {
+                // SAFETY: `ccs[cpu]` is used with `k` only.
+                unsafe { k.cpu_cache_flush(&mut ccs[cpu]) }.expect("flush");
+                assert_eq!(ccs[cpu].counts(), (0, 0));
+            }
+            _ => {}
+        }
+        check_accounting(&k, &ccs, &live);
+    }
+    for (n, l) in live.iter().enumerate() {
+        free_one(&k, &mut ccs[n % CPUS], l, n % 2 == 0);
+    }
+    live.clear();
+    for cc in &mut ccs {
+        // SAFETY: used with `k` only.
+        unsafe { k.cpu_cache_flush(cc) }.expect("flush");
+    }
+    check_accounting(&k, &ccs, &live);
+    // Everything left is magazines parked in the depots.
+    let (full, empty, objs) = k.depot_counts();
+    assert_eq!(
+        k.totals().live_allocations as usize,
+        full + empty + objs,
+        "nothing but the depots' magazines and their objects is allocated"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: if cfg!(miri) { 3 } else { 48 },
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn per_cpu_layer_policy_c(ops in prop::collection::vec(op_strategy(), 1..if cfg!(miri) { 40 } else { 400 })) {
+        run(Policy::C, 64, false, &ops);
+    }
+
+    #[test]
+    fn per_cpu_layer_policy_a(ops in prop::collection::vec(op_strategy(), 1..if cfg!(miri) { 40 } else { 300 })) {
+        run(Policy::A, 128, false, &ops);
+    }
+
+    #[test]
+    fn per_cpu_layer_debug_mode_bypasses_magazines(ops in prop::collection::vec(op_strategy(), 1..if cfg!(miri) { 20 } else { 200 })) {
+        run(Policy::B, 64, true, &ops);
+    }
+}
+
+/// A remote free lands in the freeing CPU's magazine; the allocating CPU gets a full magazine
+/// back through the depot, and none of it takes more than the magazine's own slab lock.
+#[test]
+fn remote_frees_come_back_through_the_depot() {
+    let mut mem = region(if cfg!(miri) { 2 << 20 } else { 8 << 20 });
+    let k = common::kmalloc(&mut mem, Policy::C, 64);
+    let (mut a, mut b) = (CpuCache::NEW, CpuCache::NEW);
+    let n = if cfg!(miri) { 200 } else { 2000 };
+    // SAFETY: `a` and `b` are used with `k` only; every object is freed once.
+    unsafe {
+        let objs: Vec<*mut u8> = (0..n)
+            .map(|_| {
+                k.kmalloc_cpu(&mut a, 64, 1, Gfp::KERNEL, 0)
+                    .unwrap()
+                    .unwrap()
+                    .as_ptr()
+            })
+            .collect();
+        for &p in &objs {
+            if !k.kfree_fast(&mut b, p) {
+                k.kfree_cpu(&mut b, p, 0).unwrap();
+            }
+        }
+        let (full, _, _) = k.depot_counts();
+        assert!(full > 0, "b's full magazines went to the depot");
+        // Once its own magazines are empty, `a` takes b's back before it refills from the slabs.
+        let before = k.depot_counts().2;
+        let again: Vec<*mut u8> = (0..200)
+            .map(|_| {
+                k.kmalloc_cpu(&mut a, 64, 1, Gfp::KERNEL, 0)
+                    .unwrap()
+                    .unwrap()
+                    .as_ptr()
+            })
+            .collect();
+        assert!(
+            again.iter().any(|p| objs.contains(p)),
+            "a reused b's remote frees"
+        );
+        assert!(
+            k.depot_counts().2 < before,
+            "a took a loaded magazine from the depot"
+        );
+        for p in again {
+            k.kfree_cpu(&mut a, p, 0).unwrap();
+        }
+        k.cpu_cache_flush(&mut a).unwrap();
+        k.cpu_cache_flush(&mut b).unwrap();
+    }
+    assert_eq!(k.validate(|f| panic!("{f}")), 0);
+}
+
+/// `ksize_cpu` agrees with `ksize` through the CPU cache's segment hint, refuses what is no
+/// object start, and does not trust a hint whose segment went back to the page source.
+#[test]
+fn hinted_lookup_agrees_with_the_map_and_forgets_released_segments() {
+    let mut mem = region(8 << 20);
+    let k = common::kmalloc(&mut mem, Policy::C, 64);
+    let mut cc = CpuCache::NEW;
+    let objs: Vec<*mut u8> = (0..2000)
+        .map(|i| k.kmalloc(8 + i % 300, Gfp::KERNEL).unwrap().as_ptr())
+        .collect();
+    // SAFETY (all `ksize_cpu` calls): `cc` is used with `k` only.
+    for &p in &objs {
+        assert_eq!(unsafe { k.ksize_cpu(&mut cc, p) }, k.ksize(p));
+        assert_eq!(unsafe { k.ksize_cpu(&mut cc, p.wrapping_add(1)) }, None);
+    }
+    assert!(cc.is_hinted());
+    let newest = *objs.last().unwrap();
+    let seg = newest as usize & !((DEFAULT_PAGE_SIZE << common::SEG_ORDER) - 1);
+    assert!(unsafe { k.ksize_cpu(&mut cc, newest) }.is_some());
+    assert_eq!(unsafe { k.ksize_cpu(&mut cc, seg as *const u8) }, None);
+    let pages = 1usize << common::SEG_ORDER;
+    let free_page = (0..pages)
+        .map(|p| seg + p * DEFAULT_PAGE_SIZE)
+        .find(|&a| k.owner_of(a) == Owner::Unused)
+        .expect("the newest segment has a free page left");
+    assert_eq!(
+        unsafe { k.ksize_cpu(&mut cc, free_page as *const u8) },
+        None
+    );
+    let stale = objs[0];
+    for p in objs {
+        // SAFETY: live, freed once.
+        unsafe { k.kfree(p).unwrap() };
+    }
+    k.shrink_all();
+    assert_eq!(k.totals().pages.segments, 0, "every segment given back");
+    assert_eq!(unsafe { k.ksize_cpu(&mut cc, stale) }, None);
+    // SAFETY: `stale` is no allocation any more: the free must be refused.
+    assert_eq!(
+        unsafe { k.kfree_cpu(&mut cc, stale, 0) },
+        Err(FreeError::InvalidPointer(stale as usize))
+    );
+}
+
+/// Up to `HINT_SLOTS` adjacent segments sit in distinct hint slots: once the full path has seen
+/// each, the lock-free `kfree_fast` accepts an object of every one of them.
+#[test]
+#[cfg_attr(miri, ignore = "a 48 MiB arena")]
+fn a_cpu_hint_holds_every_adjacent_segment_at_once() {
+    let mut mem = region(48 << 20);
+    let k = common::kmalloc(&mut mem, Policy::C, 64);
+    let mut cc = CpuCache::NEW;
+    let objs: Vec<*mut u8> = std::iter::from_fn(|| k.kmalloc(8192, Gfp::KERNEL))
+        .map(|p| p.as_ptr())
+        .collect();
+    let seg_bytes = DEFAULT_PAGE_SIZE << common::SEG_ORDER;
+    let mut segs: Vec<usize> = objs.iter().map(|&p| p as usize / seg_bytes).collect();
+    segs.dedup();
+    assert!(
+        segs.len() > 100 && segs.len() <= HINT_SLOTS,
+        "{} segments",
+        segs.len()
+    );
+    let x = k.cpu_class(8192, Gfp::KERNEL);
+    assert_ne!(x, NO_CLASS);
+    // SAFETY: `cc` is used with `k` only; each object is freed once and taken back.
+    unsafe {
+        for &p in &objs {
+            assert!(k.ksize_cpu(&mut cc, p).is_some());
+        }
+        // The full path gives the class its magazine.
+        k.kfree_cpu(&mut cc, objs[0], 0).unwrap();
+        assert_eq!(cc.alloc_fast(x).map(|p| p.as_ptr()), Some(objs[0]));
+        for &p in &objs {
+            assert!(k.kfree_fast(&mut cc, p), "{p:p}: hint slot lost");
+            assert_eq!(cc.alloc_fast(x).map(|p| p.as_ptr()), Some(p));
+        }
+        k.cpu_cache_flush(&mut cc).unwrap();
+    }
+}
