@@ -3,6 +3,7 @@
 use crate::debug::{Finding, SiteTable};
 use crate::divisor::Divisor;
 use crate::kmem_cache::{CacheEnv, Ctor, FreeError, KmemCache, META_CACHE};
+use crate::large::{huge_below, huge_object, is_large_object};
 use crate::page_layer::PageLayer;
 use crate::page_source::PageSource;
 use crate::policy::{Config, ConfigError, Gfp, Policy, DMA_MINALIGNS};
@@ -340,7 +341,8 @@ impl<P: PageSource> Kmalloc<P> {
     }
 
     /// The largest size (and alignment) a large run is naturally aligned to: half a segment.
-    /// Larger allocations get a huge segment of their own and are page-aligned only.
+    /// Larger allocations get a huge segment of their own and are page-aligned only, unless
+    /// [`kmalloc_aligned`](Self::kmalloc_aligned) asks for more.
     pub fn max_natural_align(&self) -> usize {
         self.page_size() << self.max_run_order
     }
@@ -386,9 +388,11 @@ impl<P: PageSource> Kmalloc<P> {
     ///
     /// The rule: the smallest class that holds `size` and whose natural alignment (largest power
     /// of two dividing it) is at least `align`; if no slab class qualifies, a page run of
-    /// `max(size, align)` bytes rounded up to a power-of-two number of pages, aligned to its size.
-    /// Runs above [`max_natural_align`](Self::max_natural_align) are page-aligned only, so an
-    /// alignment above the page size fails for them.
+    /// `max(size, align)` bytes rounded up to a power-of-two number of pages, aligned to its size,
+    /// while that is at most [`max_natural_align`](Self::max_natural_align); beyond, a huge
+    /// segment of its own: `size` rounded up to whole pages, aligned to `max(align, page)`.
+    /// Every power-of-two alignment succeeds that the page source can map; `None` means out of
+    /// memory (an arena without a free run that large and that aligned).
     pub fn kmalloc_aligned(&self, size: usize, align: usize, gfp: Gfp) -> Option<NonNull<u8>> {
         self.kmalloc_checked(size, align, gfp, 0)
             .unwrap_or_else(|e| corrupted(e))
@@ -434,32 +438,16 @@ impl<P: PageSource> Kmalloc<P> {
         Ok(Some(p))
     }
 
-    /// A page run or a huge segment for a request of `size` bytes aligned to `align`, counted
-    /// in the page layer's usage.
+    /// A page run or a huge segment for a request of `size` bytes aligned to `align`
+    /// (`large.rs`).
     fn alloc_large(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
-        let bytes = size.max(align);
-        let pages = bytes.max(1).checked_add(self.page_size() - 1)? >> self.page_shift;
-        let order = pages.checked_next_power_of_two()?.trailing_zeros();
-        let mut pl = self.pages.lock();
-        let (p, got) = if order <= self.max_run_order {
-            // A large run's `cache` field holds its order: `ksize` reads it without the
-            // page-layer lock (`link.order` belongs to that lock).
-            let (seg, i) = pl.alloc_run(&self.map, order, PageKind::Large, order as u16)?;
-            // SAFETY: the run lies in `seg`.
-            let p = unsafe { SegmentHeader::page_ptr(seg, i, self.page_shift) };
-            (NonNull::new(p)?, self.page_size() << order)
-        } else if align <= self.page_size() {
-            pl.alloc_huge(&self.map, bytes)?
-        } else {
-            return None;
-        };
-        pl.usage.alloc(size, got, 1);
-        Some(p)
+        self.pages.lock().alloc_large(&self.map, size, align)
     }
 
     fn locate(&self, addr: usize) -> Loc {
         let seg_addr = addr & !((1usize << self.seg_shift) - 1);
-        let Some(seg) = self.map.lookup(seg_addr) else {
+        let found = self.map.lookup(seg_addr);
+        let Some(seg) = found.or_else(|| huge_below(&self.map, seg_addr, self.seg_shift)) else {
             return Loc::Foreign;
         };
         // SAFETY: the map holds only live segments.
@@ -511,7 +499,8 @@ impl<P: PageSource> Kmalloc<P> {
     ///
     /// # Safety
     /// `seg` is a segment registered in the map (headers are never freed while registered), and
-    /// `addr` lies in its first `1 << seg_shift` bytes.
+    /// `addr` lies in its first `1 << seg_shift` bytes (a huge segment's: its first two
+    /// segments).
     #[inline]
     unsafe fn locate_in(&self, seg: *mut SegmentHeader, addr: usize) -> Loc {
         // SAFETY: `seg` is live (caller).
@@ -520,12 +509,13 @@ impl<P: PageSource> Kmalloc<P> {
                 return Loc::Foreign;
             }
             if (*seg).kind == SEG_HUGE {
-                let start = seg as usize + self.page_size();
-                let end = seg as usize + (self.page_size() << (*seg).order);
-                return if addr >= start {
-                    Loc::Huge { seg, start, end }
-                } else {
-                    Loc::Header { seg, pages: 1 }
+                return match huge_object(seg) {
+                    _ if addr < seg as usize + self.page_size() => Loc::Header { seg, pages: 1 },
+                    Some((start, end)) if addr >= start && addr < end => {
+                        Loc::Huge { seg, start, end }
+                    }
+                    Some((_, end)) if addr >= end => Loc::Foreign,
+                    _ => Loc::FreePage,
                 };
             }
             let i = SegmentHeader::page_index(seg, addr, self.page_shift);
@@ -611,34 +601,16 @@ impl<P: PageSource> Kmalloc<P> {
                 if expect.is_some() {
                     return Err(FreeError::WrongCache(addr));
                 }
-                let mut pl = self.pages.lock();
-                // SAFETY: large-run descriptors are stable under the page-layer lock.
-                unsafe {
-                    let d = SegmentHeader::desc_ptr(seg, head);
-                    if !is_large_object(d)
-                        || SegmentHeader::page_ptr(seg, head, self.page_shift) as usize != addr
-                    {
-                        return Err(FreeError::InvalidPointer(addr));
-                    }
-                    let size = self.page_size() << (*d).link.order;
-                    pl.free_run(&self.map, seg, head);
-                    pl.usage.free(size, 1);
-                }
-                Ok(())
+                // SAFETY: `seg` is a registered normal segment holding `addr`; the caller gives
+                // the allocation up.
+                unsafe { self.pages.lock().free_large_run(&self.map, seg, head, addr) }
             }
-            Loc::Huge { seg, start, end } => {
+            Loc::Huge { seg, start, .. } => {
                 if addr != start || expect.is_some() {
                     return Err(FreeError::InvalidPointer(addr));
                 }
-                let mut pl = self.pages.lock();
-                // Re-check under the lock: a racing free may have released it.
-                if self.map.lookup(seg as usize).is_none() {
-                    return Err(FreeError::DoubleFree(addr));
-                }
-                // SAFETY: a live huge segment whose object the caller gives up.
-                unsafe { pl.free_huge(&self.map, seg) };
-                pl.usage.free(end - start, 1);
-                Ok(())
+                // SAFETY: found as a huge segment; the caller gives its object up.
+                unsafe { self.pages.lock().free_huge_object(&self.map, seg, addr) }
             }
             Loc::Header { .. } | Loc::FreePage | Loc::Foreign => {
                 Err(FreeError::InvalidPointer(addr))
@@ -1331,32 +1303,11 @@ impl<P: PageSource> Kmalloc<P> {
 impl<P: PageSource> Drop for Kmalloc<P> {
     fn drop(&mut self) {
         let pl = self.pages.get_mut();
-        let seg_order = pl.seg_order;
         // SAFETY: `&mut self`: no other user; every registered segment came from the source.
         unsafe {
-            self.map.drain(|seg| {
-                let h = seg.as_ptr().cast::<SegmentHeader>();
-                let order = if (*h).kind == SEG_HUGE {
-                    (*h).order as u32
-                } else {
-                    seg_order
-                };
-                SegmentHeader::kill(h);
-                pl.source.free_pages(seg, order);
-            });
+            self.map.drain(|seg| pl.drop_segment(seg));
             self.map.release(&mut pl.source);
         }
-    }
-}
-
-/// Does descriptor `d` head a large kmalloc run (not the debug call-site table)?
-///
-/// # Safety
-/// `d` is a live descriptor; the caller holds the page-layer lock.
-unsafe fn is_large_object(d: *const PageDesc) -> bool {
-    // SAFETY: as the caller promises; atomic fields only.
-    unsafe {
-        PageDesc::kind_of(d) == PageKind::Large && (*d).cache.load(Ordering::Acquire) != META_CACHE
     }
 }
 

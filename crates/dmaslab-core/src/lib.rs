@@ -38,6 +38,7 @@ mod divisor;
 pub mod geometry;
 mod kmalloc;
 mod kmem_cache;
+mod large;
 #[cfg(feature = "std")]
 mod mmap;
 mod page_layer;

@@ -1,9 +1,9 @@
 //! The page layer: segments from the page source, carved by a buddy allocator into slabs and
-//! large kmalloc runs, plus huge segments for allocations too big for a segment.
+//! large kmalloc runs, plus huge segments for allocations too big for a segment (`large.rs`).
 
 use crate::buddy::{BuddyLink, FreeArea, Zone};
 use crate::page_source::PageSource;
-use crate::segment::{header_pages, PageDesc, PageKind, SegmentHeader, SEG_HUGE, SEG_NORMAL};
+use crate::segment::{header_pages, PageDesc, PageKind, SegmentHeader, SEG_NORMAL};
 use crate::segment_map::SegmentMap;
 use crate::stats::Usage;
 use core::ptr::NonNull;
@@ -56,7 +56,7 @@ pub(crate) struct PageLayer<P> {
     max_run_order: u32,
     /// Discard (MADV_DONTNEED) freed runs while more than this many pages are free.
     discard_threshold: usize,
-    counts: PageCounts,
+    pub(crate) counts: PageCounts,
     /// Bytes and allocations of large runs and huge segments, and the cumulative counts of
     /// destroyed caches (see [`Usage`]).
     pub(crate) usage: Usage,
@@ -105,7 +105,7 @@ impl<P: PageSource> PageLayer<P> {
         p.wrapping_sub(p as usize & mask).cast()
     }
 
-    fn note_peak(&mut self) {
+    pub(crate) fn note_peak(&mut self) {
         let held = self.counts.segment_pages + self.counts.huge_pages;
         self.counts.peak_pages = self.counts.peak_pages.max(held);
     }
@@ -307,55 +307,6 @@ impl<P: PageSource> PageLayer<P> {
         self.counts.segments -= 1;
         self.counts.segment_pages -= 1 << self.seg_order;
         self.counts.header_pages -= header_pages(self.seg_order, 1 << self.page_shift);
-    }
-
-    /// Allocates a huge segment for `bytes`; returns the object's address (its second page) and
-    /// its usable size (the rest of the segment: what `ksize` answers).
-    pub(crate) fn alloc_huge(
-        &mut self,
-        map: &SegmentMap,
-        bytes: usize,
-    ) -> Option<(NonNull<u8>, usize)> {
-        let pages = bytes.checked_add((1 << self.page_shift) - 1)? >> self.page_shift;
-        let order = (pages + 1).checked_next_power_of_two()?.trailing_zeros();
-        if order >= usize::BITS - self.page_shift {
-            return None;
-        }
-        let run = self.source.alloc_pages(order.max(self.seg_order))?;
-        let order = order.max(self.seg_order);
-        // SAFETY: the page-layer lock is held (we have `&mut self`).
-        if !unsafe { map.insert(&mut self.source, run) } {
-            // SAFETY: just taken from the source with this order.
-            unsafe { self.source.free_pages(run, order) };
-            return None;
-        }
-        // SAFETY: the run is ours and at least two pages.
-        let seg =
-            unsafe { SegmentHeader::init(run.as_ptr(), SEG_HUGE, order, 1 << self.page_shift) };
-        self.counts.huge_pages += 1 << order;
-        self.note_peak();
-        // SAFETY: the second page is inside the run.
-        let p = NonNull::new(unsafe { SegmentHeader::page_ptr(seg, 1, self.page_shift) })?;
-        Some((
-            p,
-            (1usize << (order + self.page_shift)) - (1 << self.page_shift),
-        ))
-    }
-
-    /// Frees a huge segment.
-    ///
-    /// # Safety
-    /// `seg` is a live registered huge segment whose object is no longer used.
-    pub(crate) unsafe fn free_huge(&mut self, map: &SegmentMap, seg: *mut SegmentHeader) {
-        // SAFETY: live huge segment (caller).
-        unsafe {
-            let order = (*seg).order as u32;
-            map.remove(seg as usize);
-            SegmentHeader::kill(seg);
-            self.counts.huge_pages -= 1 << order;
-            self.source
-                .free_pages(NonNull::new_unchecked(seg.cast()), order);
-        }
     }
 
     /// Gives the spare segment back (when shrinking).

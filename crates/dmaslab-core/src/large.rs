@@ -1,0 +1,224 @@
+//! Large kmalloc allocations: page runs inside segments, and huge segments of their own for
+//! what does not fit a run (larger than half a segment, or aligned beyond it).
+//!
+//! A huge segment is a span of exactly the pages it needs from [`PageSource::alloc_span`]: one
+//! header page, then the object at `object_off` = the requested alignment clamped to
+//! `page..=segment`. The span is aligned so that the header is segment-aligned (the segment map
+//! finds it by masking a pointer) and the object is aligned as asked: for an alignment above a
+//! segment the object starts one segment after the header, at the alignment, and a lookup that
+//! misses its own segment tries the one below ([`huge_below`]). Any power-of-two alignment the
+//! source can map succeeds; a source that cannot (an arena too small) answers `None`.
+
+use crate::kmem_cache::{FreeError, META_CACHE};
+use crate::page_layer::PageLayer;
+use crate::page_source::PageSource;
+use crate::segment::{HugeInfo, PageDesc, PageKind, SegmentHeader, SEG_HUGE};
+use crate::segment_map::SegmentMap;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+impl<P: PageSource> PageLayer<P> {
+    /// A page run or a huge segment for `size` bytes aligned to `align` (a power of two),
+    /// counted in the page layer's usage.
+    pub(crate) fn alloc_large(
+        &mut self,
+        map: &SegmentMap,
+        size: usize,
+        align: usize,
+    ) -> Option<NonNull<u8>> {
+        let page = 1usize << self.page_shift;
+        let pages = size.max(1).checked_add(page - 1)? >> self.page_shift;
+        let align = align.max(page);
+        let order = pages
+            .checked_next_power_of_two()?
+            .max(align >> self.page_shift)
+            .trailing_zeros();
+        let (p, got) = if order <= self.max_run_order() {
+            // A large run's `cache` field holds its order: `ksize` reads it without the
+            // page-layer lock (`link.order` belongs to that lock).
+            let (seg, i) = self.alloc_run(map, order, PageKind::Large, order as u16)?;
+            // SAFETY: the run lies in `seg`.
+            let p = unsafe { SegmentHeader::page_ptr(seg, i, self.page_shift) };
+            (NonNull::new(p)?, page << order)
+        } else {
+            self.alloc_huge(map, pages, align)?
+        };
+        self.usage.alloc(size, got, 1);
+        Some(p)
+    }
+
+    /// Frees the large run whose head is page `head` of `seg`, if `addr` is its start.
+    ///
+    /// # Safety
+    /// `seg` is a registered normal segment holding `addr`; the caller gives the allocation at
+    /// `addr` up.
+    pub(crate) unsafe fn free_large_run(
+        &mut self,
+        map: &SegmentMap,
+        seg: *mut SegmentHeader,
+        head: usize,
+        addr: usize,
+    ) -> Result<(), FreeError> {
+        // SAFETY: large-run descriptors are stable under the page-layer lock (we hold it).
+        unsafe {
+            let d = SegmentHeader::desc_ptr(seg, head);
+            if !is_large_object(d)
+                || SegmentHeader::page_ptr(seg, head, self.page_shift) as usize != addr
+            {
+                return Err(FreeError::InvalidPointer(addr));
+            }
+            let size = 1usize << ((*d).link.order as u32 + self.page_shift);
+            self.free_run(map, seg, head);
+            self.usage.free(size, 1);
+        }
+        Ok(())
+    }
+
+    /// A huge segment for `pages` pages aligned to `align` (a power of two, at least a page);
+    /// returns the object's address and its usable size.
+    fn alloc_huge(
+        &mut self,
+        map: &SegmentMap,
+        pages: usize,
+        align: usize,
+    ) -> Option<(NonNull<u8>, usize)> {
+        let page = 1usize << self.page_shift;
+        let seg_bytes = page << self.seg_order;
+        let object_off = align.clamp(page, seg_bytes);
+        let (span_align, span_offset) = if align > seg_bytes {
+            (align, seg_bytes)
+        } else {
+            (seg_bytes, 0)
+        };
+        let span_pages = (object_off >> self.page_shift).checked_add(pages)?;
+        let object_len = pages.checked_mul(page)?;
+        let run = self
+            .source
+            .alloc_span(span_pages, span_align, span_offset)?;
+        debug_assert_eq!((run.as_ptr() as usize + span_offset) % span_align, 0);
+        // SAFETY: the page-layer lock is held (we have `&mut self`).
+        if !unsafe { map.insert(&mut self.source, run) } {
+            // SAFETY: just taken from the source with these arguments, unused.
+            unsafe {
+                self.source
+                    .free_span(run, span_pages, span_align, span_offset)
+            };
+            return None;
+        }
+        // SAFETY: the span is ours, segment-aligned and at least two pages; its header page
+        // holds the header and the info.
+        let p = unsafe {
+            let seg = SegmentHeader::init(run.as_ptr(), SEG_HUGE, 0, page);
+            SegmentHeader::huge_info(seg).write(HugeInfo {
+                object_off,
+                object_len: AtomicUsize::new(object_len),
+                span_pages,
+                span_align,
+                span_offset,
+            });
+            run.as_ptr().add(object_off)
+        };
+        self.counts.huge_pages += span_pages;
+        self.note_peak();
+        Some((NonNull::new(p)?, object_len))
+    }
+
+    /// Frees the object of huge segment `seg` at `addr` (its start, checked by the caller).
+    ///
+    /// # Safety
+    /// `seg` was found as a huge segment by a lookup; the caller gives the allocation up.
+    pub(crate) unsafe fn free_huge_object(
+        &mut self,
+        map: &SegmentMap,
+        seg: *mut SegmentHeader,
+        addr: usize,
+    ) -> Result<(), FreeError> {
+        // Re-check under the lock: a racing free may have released it.
+        if map.lookup(seg as usize).is_none() {
+            return Err(FreeError::DoubleFree(addr));
+        }
+        // SAFETY: a live huge segment (registered, under the lock) whose object the caller
+        // gives up.
+        unsafe {
+            let len = (*SegmentHeader::huge_info(seg))
+                .object_len
+                .load(Ordering::Relaxed);
+            self.release_huge(map, seg);
+            self.usage.free(len, 1);
+        }
+        Ok(())
+    }
+
+    /// Unregisters huge segment `seg` and gives its span back to the source.
+    ///
+    /// # Safety
+    /// `seg` is a live registered huge segment whose object is no longer used.
+    unsafe fn release_huge(&mut self, map: &SegmentMap, seg: *mut SegmentHeader) {
+        // SAFETY: live huge segment (caller).
+        unsafe {
+            let info = &*SegmentHeader::huge_info(seg);
+            let (pages, align, offset) = (info.span_pages, info.span_align, info.span_offset);
+            map.remove(seg as usize);
+            SegmentHeader::kill(seg);
+            self.counts.huge_pages -= pages;
+            self.source
+                .free_span(NonNull::new_unchecked(seg.cast()), pages, align, offset);
+        }
+    }
+
+    /// Gives the memory of registered segment `seg` back to the source, whatever its state (for
+    /// dropping the allocator).
+    ///
+    /// # Safety
+    /// `seg` is registered and nothing uses it any more; it is unregistered by the caller.
+    pub(crate) unsafe fn drop_segment(&mut self, seg: NonNull<u8>) {
+        let h = seg.as_ptr().cast::<SegmentHeader>();
+        // SAFETY: a registered segment (caller) has a live header.
+        unsafe {
+            if (*h).kind == SEG_HUGE {
+                let info = &*SegmentHeader::huge_info(h);
+                let (pages, align, offset) = (info.span_pages, info.span_align, info.span_offset);
+                SegmentHeader::kill(h);
+                self.source.free_span(seg, pages, align, offset);
+            } else {
+                SegmentHeader::kill(h);
+                self.source.free_pages(seg, self.seg_order);
+            }
+        }
+    }
+}
+
+/// The huge segment one segment below `window` (a segment boundary), for a pointer whose own
+/// segment is not registered: a huge object reaches into the segment after its header's (and
+/// one aligned beyond a segment starts there).
+pub(crate) fn huge_below(map: &SegmentMap, window: usize, seg_shift: u32) -> Option<NonNull<u8>> {
+    let seg = map.lookup(window.checked_sub(1 << seg_shift)?)?;
+    let h = seg.as_ptr().cast::<SegmentHeader>();
+    // SAFETY: the map holds only registered segments, whose headers stay readable.
+    let huge = unsafe { SegmentHeader::is_live(h) && (*h).kind == SEG_HUGE };
+    huge.then_some(seg)
+}
+
+/// The object of huge segment `seg` as `(start, end)`, or `None` while the segment holds none.
+///
+/// # Safety
+/// `seg` is a registered huge segment.
+pub(crate) unsafe fn huge_object(seg: *mut SegmentHeader) -> Option<(usize, usize)> {
+    // SAFETY: a registered huge segment's info is readable (caller); atomics only change.
+    unsafe {
+        let info = &*SegmentHeader::huge_info(seg);
+        let start = seg as usize + info.object_off;
+        Some((start, start + info.object_len.load(Ordering::Acquire)))
+    }
+}
+
+/// Does descriptor `d` head a large kmalloc run (not the debug call-site table)?
+///
+/// # Safety
+/// `d` is a live descriptor; the caller holds the page-layer lock.
+pub(crate) unsafe fn is_large_object(d: *const PageDesc) -> bool {
+    // SAFETY: as the caller promises; atomic fields only.
+    unsafe {
+        PageDesc::kind_of(d) == PageKind::Large && (*d).cache.load(Ordering::Acquire) != META_CACHE
+    }
+}
