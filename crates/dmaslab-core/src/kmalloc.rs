@@ -3,7 +3,7 @@
 use crate::debug::{Finding, SiteTable};
 use crate::divisor::Divisor;
 use crate::kmem_cache::{CacheEnv, Ctor, FreeError, KmemCache, META_CACHE};
-use crate::large::{huge_below, huge_object, is_large_object};
+use crate::large::{huge_below, huge_object, is_large_object, run_pages};
 use crate::page_layer::PageLayer;
 use crate::page_source::PageSource;
 use crate::policy::{Config, ConfigError, Gfp, Policy, DMA_MINALIGNS};
@@ -661,12 +661,12 @@ impl<P: PageSource> Kmalloc<P> {
                     .then_some(c.size)
             }
             // SAFETY: descriptors of a registered segment stay readable; only atomics are read
-            // (a large run's order is in its `cache` field, set before its kind is published).
+            // (a large run's length is in its `cache` field, set before its kind is published).
             Loc::Large { seg, head } => unsafe {
                 let d = SegmentHeader::desc_ptr(seg, head);
                 let start = SegmentHeader::page_ptr(seg, head, self.page_shift) as usize;
                 (is_large_object(d) && start == addr)
-                    .then(|| self.page_size() << (*d).cache.load(Ordering::Acquire))
+                    .then(|| ((*d).cache.load(Ordering::Acquire) as usize) << self.page_shift)
             },
             Loc::Huge { start, end, .. } => (addr == start).then_some(end - start),
             _ => None,
@@ -698,15 +698,7 @@ impl<P: PageSource> Kmalloc<P> {
     pub fn kmalloc_size_roundup(&self, size: usize) -> usize {
         match self.classes.class_for(size) {
             Some(c) => c,
-            None => {
-                let pages = size.div_ceil(self.page_size());
-                let order = pages.next_power_of_two().trailing_zeros();
-                if order <= self.max_run_order {
-                    self.page_size() << order
-                } else {
-                    pages << self.page_shift
-                }
-            }
+            None => size.div_ceil(self.page_size()) << self.page_shift,
         }
     }
 
@@ -1131,14 +1123,11 @@ impl<P: PageSource> Kmalloc<P> {
                         return Owner::Unused;
                     }
                     let start = SegmentHeader::page_ptr(seg, head, self.page_shift) as usize;
+                    let size = run_pages(d) << self.page_shift;
                     if (*d).cache.load(Ordering::Acquire) == META_CACHE {
-                        let size = self.page_size() << (*d).link.order;
                         return Owner::Metadata { start, size };
                     }
-                    Owner::Large {
-                        start,
-                        size: self.page_size() << (*d).link.order,
-                    }
+                    Owner::Large { start, size }
                 }
             }
             Loc::Huge { start, end, .. } => Owner::Large {

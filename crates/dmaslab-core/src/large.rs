@@ -1,6 +1,13 @@
 //! Large kmalloc allocations: page runs inside segments, and huge segments of their own for
 //! what does not fit a run (larger than half a segment, or aligned beyond it).
 //!
+//! A request costs its size rounded up to pages. A run is carved from the buddy block of the
+//! next power of two (so a 2^k request is aligned to 2^k, and any run to the largest power of
+//! two dividing its size) and the block's tail beyond the request goes straight back to the
+//! free lists ([`PageLayer::alloc_pages_exact`]). A request that would take a block of the
+//! largest run order while owing only page alignment gets a huge segment instead: a segment
+//! has one such block, so the run would cost the whole segment's address space.
+//!
 //! A huge segment is a span of exactly the pages it needs from [`PageSource::alloc_span`]: one
 //! header page, then the object at `object_off` = the requested alignment clamped to
 //! `page..=segment`. The span is aligned so that the header is segment-aligned (the segment map
@@ -14,6 +21,7 @@ use crate::page_layer::PageLayer;
 use crate::page_source::PageSource;
 use crate::segment::{HugeInfo, PageDesc, PageKind, SegmentHeader, SEG_HUGE};
 use crate::segment_map::SegmentMap;
+use crate::size_class::natural_align;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
@@ -28,18 +36,31 @@ impl<P: PageSource> PageLayer<P> {
     ) -> Option<NonNull<u8>> {
         let page = 1usize << self.page_shift;
         let pages = size.max(1).checked_add(page - 1)? >> self.page_shift;
-        let align = align.max(page);
+        // Natural alignment (the largest power of two dividing the size) is owed up to half a
+        // segment.
+        let natural = if size <= page << self.max_run_order() {
+            natural_align(size.max(1))
+        } else {
+            1
+        };
+        let align = align.max(natural).max(page);
         let order = pages
             .checked_next_power_of_two()?
             .max(align >> self.page_shift)
             .trailing_zeros();
-        let (p, got) = if order <= self.max_run_order() {
-            // A large run's `cache` field holds its order: `ksize` reads it without the
-            // page-layer lock (`link.order` belongs to that lock).
-            let (seg, i) = self.alloc_run(map, order, PageKind::Large, order as u16)?;
+        // A run of the largest order takes the one such block a segment has (its header
+        // fragments the other half): when only page alignment is owed, a huge segment of the
+        // exact pages costs less address space.
+        let exact_huge = order == self.max_run_order() && align == page;
+        let (p, got) = if order <= self.max_run_order() && !exact_huge {
+            // A large run's `cache` field holds its length in pages: `ksize` reads it without
+            // the page-layer lock (`freelist` belongs to that lock). Runs are at most half a
+            // segment, and segments at most 2^16 pages, so the length fits.
+            let (seg, i) =
+                self.alloc_pages_exact(map, order, pages, PageKind::Large, pages as u16)?;
             // SAFETY: the run lies in `seg`.
             let p = unsafe { SegmentHeader::page_ptr(seg, i, self.page_shift) };
-            (NonNull::new(p)?, page << order)
+            (NonNull::new(p)?, pages << self.page_shift)
         } else {
             self.alloc_huge(map, pages, align)?
         };
@@ -67,7 +88,7 @@ impl<P: PageSource> PageLayer<P> {
             {
                 return Err(FreeError::InvalidPointer(addr));
             }
-            let size = 1usize << ((*d).link.order as u32 + self.page_shift);
+            let size = run_pages(d) << self.page_shift;
             self.free_run(map, seg, head);
             self.usage.free(size, 1);
         }
@@ -210,6 +231,15 @@ pub(crate) unsafe fn huge_object(seg: *mut SegmentHeader) -> Option<(usize, usiz
         let start = seg as usize + info.object_off;
         Some((start, start + info.object_len.load(Ordering::Acquire)))
     }
+}
+
+/// The length in pages of the large run `d` heads.
+///
+/// # Safety
+/// `d` heads a large run; the caller holds the page-layer lock.
+pub(crate) unsafe fn run_pages(d: *const PageDesc) -> usize {
+    // SAFETY: as the caller promises.
+    unsafe { (*d).freelist as usize }
 }
 
 /// Does descriptor `d` head a large kmalloc run (not the debug call-site table)?

@@ -1,7 +1,7 @@
 //! The page layer: segments from the page source, carved by a buddy allocator into slabs and
 //! large kmalloc runs, plus huge segments for allocations too big for a segment (`large.rs`).
 
-use crate::buddy::{BuddyLink, FreeArea, Zone};
+use crate::buddy::{for_each_block, BuddyLink, FreeArea, Zone};
 use crate::page_source::PageSource;
 use crate::segment::{header_pages, PageDesc, PageKind, SegmentHeader, SEG_NORMAL};
 use crate::segment_map::SegmentMap;
@@ -119,6 +119,23 @@ impl<P: PageSource> PageLayer<P> {
         kind: PageKind,
         cache: u16,
     ) -> Option<(*mut SegmentHeader, usize)> {
+        self.alloc_pages_exact(map, order, 1 << order, kind, cache)
+    }
+
+    /// Takes the first `pages` pages of a block of `2^order` (so the run is aligned to the
+    /// block) and gives the rest back to the free lists at once, as Linux's `alloc_pages_exact`:
+    /// a large run costs its pages, not the next power of two. A `Large` head's `freelist`
+    /// holds the run's length in pages; slabs are whole blocks.
+    pub(crate) fn alloc_pages_exact(
+        &mut self,
+        map: &SegmentMap,
+        order: u32,
+        pages: usize,
+        kind: PageKind,
+        cache: u16,
+    ) -> Option<(*mut SegmentHeader, usize)> {
+        debug_assert!(pages >= 1 && pages <= 1 << order);
+        debug_assert!(kind == PageKind::Large || pages == 1 << order);
         if order > self.max_run_order() {
             return None;
         }
@@ -135,36 +152,43 @@ impl<P: PageSource> PageLayer<P> {
             unsafe { SegmentHeader::zone(seg) }
         };
         // SAFETY: every block on `free` lies in the zone `zone_of` computes (type invariant).
-        let (node, _, i) = unsafe { self.free.alloc(order, zone_of) }?;
+        let (node, zone, i) = unsafe { self.free.alloc(order, zone_of) }?;
         let seg = self.segment_of(node.cast());
         if self.spare == NonNull::new(seg) {
             self.spare = None;
         }
-        // SAFETY: `seg` is a live normal segment and the run `i..i+2^order` lies inside it.
+        // SAFETY: `seg` is a live normal segment and the block `i..i+2^order` lies inside it,
+        // off every list; its tail beyond `pages` goes back as aligned blocks.
         unsafe {
-            (*seg).used_pages += 1 << order;
+            (*seg).used_pages += pages as u32;
             let head = SegmentHeader::desc_ptr(seg, i);
             (*head).cache.store(cache, Ordering::Relaxed);
             (*head).head.store(i as u32, Ordering::Relaxed);
+            if kind == PageKind::Large {
+                (*head).freelist = pages as u32;
+            }
             PageDesc::set_kind_of(head, kind);
             let tail = if kind == PageKind::Slab {
                 PageKind::SlabTail
             } else {
                 PageKind::LargeTail
             };
-            for j in i + 1..i + (1 << order) {
+            for j in i + 1..i + pages {
                 let d = SegmentHeader::desc_ptr(seg, j);
                 (*d).head.store(i as u32, Ordering::Relaxed);
                 (*d).cache.store(cache, Ordering::Relaxed);
                 PageDesc::set_kind_of(d, tail);
             }
+            for_each_block(i + pages, i + (1 << order), |j, k| {
+                let _ = self.free.free(&zone, j, k);
+            });
         }
         if kind == PageKind::Slab {
             // SAFETY: as above.
             unsafe { self.populate_run(seg, i, order) };
-            self.counts.slab_pages += 1 << order;
+            self.counts.slab_pages += pages;
         } else {
-            self.counts.large_pages += 1 << order;
+            self.counts.large_pages += pages;
         }
         Some((seg, i))
     }
@@ -202,27 +226,50 @@ impl<P: PageSource> PageLayer<P> {
     /// Gives back the run whose first page is `i` in `seg`.
     ///
     /// # Safety
-    /// The run was handed out by [`alloc_run`](Self::alloc_run), is not on any list, and nothing
-    /// uses its memory any more.
+    /// The run was handed out by [`alloc_run`](Self::alloc_run) or
+    /// [`alloc_pages_exact`](Self::alloc_pages_exact), is not on any list, and nothing uses its
+    /// memory any more.
     pub(crate) unsafe fn free_run(&mut self, map: &SegmentMap, seg: *mut SegmentHeader, i: usize) {
         // SAFETY: `seg` is live and `i` heads an allocated run in it (caller).
         unsafe {
             let head = SegmentHeader::desc_ptr(seg, i);
-            let order = (*head).link.order as u32;
-            if PageDesc::kind_of(head) == PageKind::Slab {
-                self.counts.slab_pages -= 1 << order;
+            let pages = if PageDesc::kind_of(head) == PageKind::Slab {
+                let pages = 1usize << (*head).link.order;
+                self.counts.slab_pages -= pages;
+                pages
             } else {
-                self.counts.large_pages -= 1 << order;
-            }
-            for j in i..i + (1 << order) {
+                let pages = (*head).freelist as usize;
+                self.counts.large_pages -= pages;
+                pages
+            };
+            for j in i..i + pages {
                 let d = SegmentHeader::desc_ptr(seg, j);
                 PageDesc::set_kind_of(d, PageKind::Free);
                 (*d).head.store(j as u32, Ordering::Relaxed);
             }
             let zone = SegmentHeader::zone(seg);
-            let merged = self.free.free(&zone, i, order);
-            // Give memory back in blocks of 2^DISCARD_ORDER pages, once each, when such a block
-            // has just become wholly free: one madvise per 256 KiB rather than per slab.
+            for_each_block(i, i + pages, |j, k| self.free_block(&zone, seg, j, k));
+            (*seg).used_pages -= pages as u32;
+            if (*seg).used_pages == 0 {
+                if self.spare.is_none() {
+                    self.spare = NonNull::new(seg);
+                } else {
+                    self.release_segment(map, seg);
+                }
+            }
+        }
+    }
+
+    /// Puts the block of `2^order` pages at `i` of `seg` (marked free) on the free lists, and
+    /// gives memory back in blocks of 2^DISCARD_ORDER pages, once each, when such a block has
+    /// just become wholly free: one madvise per 256 KiB rather than per slab.
+    ///
+    /// # Safety
+    /// `zone` is `seg`'s, the block lies in it and is on no list.
+    unsafe fn free_block(&mut self, zone: &Zone, seg: *mut SegmentHeader, i: usize, order: u32) {
+        // SAFETY: as the caller promises.
+        unsafe {
+            let merged = self.free.free(zone, i, order);
             let d = self.block_order();
             if self.free.free_pages >= self.discard_threshold && merged >= d {
                 let (start, len) = if order >= d {
@@ -235,14 +282,6 @@ impl<P: PageSource> PageLayer<P> {
                     .discard(NonNull::new_unchecked(p), 1 << (len + self.page_shift));
                 for b in (start >> d)..((start + (1 << len)) >> d).min(TRACKED_BLOCKS) {
                     *SegmentHeader::populated(seg) &= !(1u32 << b);
-                }
-            }
-            (*seg).used_pages -= 1 << order;
-            if (*seg).used_pages == 0 {
-                if self.spare.is_none() {
-                    self.spare = NonNull::new(seg);
-                } else {
-                    self.release_segment(map, seg);
                 }
             }
         }
@@ -265,16 +304,10 @@ impl<P: PageSource> PageLayer<P> {
             unsafe { SegmentHeader::init(run.as_ptr(), SEG_NORMAL, self.seg_order, page_size) };
         // SAFETY: just initialised.
         let zone = unsafe { SegmentHeader::zone(seg) };
-        let mut i = zone.first;
-        while i < zone.end {
-            let mut k = i.trailing_zeros().min(self.seg_order);
-            while i + (1 << k) > zone.end {
-                k -= 1;
-            }
+        for_each_block(zone.first, zone.end, |i, k| {
             // SAFETY: the block lies in the new segment's zone and is on no list.
             let _ = unsafe { self.free.free(&zone, i, k) };
-            i += 1 << k;
-        }
+        });
         let hp = zone.first;
         self.counts.segments += 1;
         self.counts.segment_pages += 1 << self.seg_order;

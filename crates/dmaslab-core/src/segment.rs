@@ -57,9 +57,9 @@ impl PageKind {
 ///   `link.order` is the slab order, `inuse` counts its objects in use, `freelist` is the
 ///   offset + 1 of the first object on its free list (0: none) and `fresh` the index of its
 ///   first never-used object; those fields belong to the cache lock.
-/// - For `Free` pages and `Large` runs, `link` belongs to the page-layer lock (buddy lists;
-///   `link.order` is the run's order while allocated). A `Large` head's `cache` holds the run's
-///   order too (atomic: read without the lock), or `META_CACHE` for debug metadata runs.
+/// - For `Free` pages, `link` belongs to the page-layer lock (buddy lists). A `Large` head's
+///   `freelist` holds the run's length in pages (under the page-layer lock) and its `cache` the
+///   same length (atomic: read without the lock), or `META_CACHE` for debug metadata runs.
 #[repr(C)]
 pub(crate) struct PageDesc {
     pub(crate) link: BuddyLink,

@@ -1,6 +1,7 @@
 //! Large and aligned blocks under the preload (issue 13): `posix_memalign`, `memalign` and
 //! `aligned_alloc` at every power-of-two alignment from 2^3 to 2^30 with sizes around every
-//! boundary succeed, aligned as asked, as under glibc.
+//! boundary succeed, aligned as asked, as under glibc; under an address-space limit
+//! (`RLIMIT_AS`) large blocks cost their pages, so a process gets as much as under glibc.
 
 mod common;
 use common::*;
@@ -77,5 +78,56 @@ fn every_alignment_and_boundary_size_through_the_memalign_family() {
         let o = run(Command::new(&exe), Some(p), None);
         assert!(o.status.success(), "policy {p}: {}", show(&o));
         assert_eq!(String::from_utf8_lossy(&o.stdout), expected, "policy {p}");
+    }
+}
+
+const ADDRESS_SPACE: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+
+/* Allocates blocks of argv[1] bytes under a 600000 KiB address-space limit (`ulimit -v
+   600000`) until malloc fails; prints the MiB obtained. */
+int main(int argc, char **argv) {
+    if (argc != 2) return 2;
+    size_t size = strtoull(argv[1], NULL, 0);
+    struct rlimit r = {600000ul << 10, 600000ul << 10};
+    if (setrlimit(RLIMIT_AS, &r)) return 3;
+    size_t n = 0;
+    char *p;
+    while ((p = malloc(size)) != NULL) {
+        p[0] = 1;
+        n++;
+    }
+    printf("%zu\n", n * size >> 20);
+    return 0;
+}
+"#;
+
+fn mib_obtained(o: &std::process::Output, what: &str) -> u64 {
+    assert!(o.status.success(), "{what}: {}", show(o));
+    String::from_utf8_lossy(&o.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{what}: {e}: {}", show(o)))
+}
+
+#[test]
+fn large_blocks_cost_their_pages_under_an_address_space_limit() {
+    let dir = Scratch::new("rlimit-as");
+    let exe = compile_c(dir.path(), "address_space", ADDRESS_SPACE);
+    // Sizes that once took the next power of two: 1 MiB + 1 took 2 MiB (python's 1 MiB
+    // bytearrays), 600 KiB + 1 a whole segment.
+    for size in [(1 << 20) + 1, 600 * 1024 + 1, (3 << 20) + 1, (64 << 20) + 1] {
+        let mut cmd = Command::new(&exe);
+        cmd.arg(size.to_string());
+        let glibc = mib_obtained(&run(cmd, None, None), "glibc");
+        let mut cmd = Command::new(&exe);
+        cmd.arg(size.to_string());
+        let ours = mib_obtained(&run(cmd, Some("C"), None), "dmaslab");
+        assert!(
+            ours * 100 >= glibc * 95,
+            "blocks of {size} bytes: {ours} MiB under dmaslab, {glibc} MiB under glibc"
+        );
     }
 }
