@@ -1147,6 +1147,7 @@ impl<P: PageSource> Kmalloc<P> {
     /// object must keep its poison and every allocated one its red zone. Calls `found` for each
     /// problem and returns how many there were.
     pub fn validate(&self, mut found: impl FnMut(&Finding)) -> usize {
+        self.pages.lock().validate_huge_cache(&self.map);
         self.caches
             .iter()
             .map(|slot| {

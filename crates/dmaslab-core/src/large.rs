@@ -23,7 +23,49 @@ use crate::segment::{HugeInfo, PageDesc, PageKind, SegmentHeader, SEG_HUGE};
 use crate::segment_map::SegmentMap;
 use crate::size_class::natural_align;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+/// Freed huge segments the cache keeps at most.
+pub const HUGE_CACHE_SLOTS: usize = 16;
+/// Bytes of freed huge segments the cache keeps at most (beyond, the oldest go back).
+pub const HUGE_CACHE_BYTES: usize = 64 << 20;
+/// A cached huge segment idle this long goes back to the page source (with a clock)...
+const DECAY_MS: u64 = 1000;
+/// ... or, without one, after this many large allocations and frees.
+const DECAY_OPS: u64 = 1024;
+/// A cached segment serves a request only if its object wastes at most 1/this of itself.
+const FIT_SLACK: usize = 4;
+
+/// Freed huge segments kept, mapped and resident, for the next large requests (malloc-large:
+/// blocks of a few MiB allocated and freed over and over would otherwise map, fault in and
+/// unmap each time).
+///
+/// # Invariants
+/// `segs[..len]` are registered huge segments with `cached` set and no object, oldest first;
+/// `pages` is the sum of their spans, at most `HUGE_CACHE_BYTES` worth. `ops` counts large
+/// allocations and frees (the clock of a source without one).
+pub(crate) struct HugeCache {
+    segs: [*mut SegmentHeader; HUGE_CACHE_SLOTS],
+    len: usize,
+    pages: usize,
+    ops: u64,
+}
+
+impl HugeCache {
+    pub(crate) const EMPTY: HugeCache = HugeCache {
+        segs: [core::ptr::null_mut(); HUGE_CACHE_SLOTS],
+        len: 0,
+        pages: 0,
+        ops: 0,
+    };
+
+    fn remove(&mut self, at: usize) -> *mut SegmentHeader {
+        let seg = self.segs[at];
+        self.segs.copy_within(at + 1..self.len, at);
+        self.len -= 1;
+        seg
+    }
+}
 
 impl<P: PageSource> PageLayer<P> {
     /// A page run or a huge segment for `size` bytes aligned to `align` (a power of two),
@@ -65,6 +107,8 @@ impl<P: PageSource> PageLayer<P> {
             self.alloc_huge(map, pages, align)?
         };
         self.usage.alloc(size, got, 1);
+        self.tick();
+        self.decay(map);
         Some(p)
     }
 
@@ -92,6 +136,8 @@ impl<P: PageSource> PageLayer<P> {
             self.free_run(map, seg, head);
             self.usage.free(size, 1);
         }
+        self.tick();
+        self.decay(map);
         Ok(())
     }
 
@@ -113,9 +159,19 @@ impl<P: PageSource> PageLayer<P> {
         };
         let span_pages = (object_off >> self.page_shift).checked_add(pages)?;
         let object_len = pages.checked_mul(page)?;
-        let run = self
-            .source
-            .alloc_span(span_pages, span_align, span_offset)?;
+        if let Some(hit) = self.take_cached(object_len, align) {
+            return Some(hit);
+        }
+        let run = match self.source.alloc_span(span_pages, span_align, span_offset) {
+            Some(run) => run,
+            None if self.huge_cache.len > 0 => {
+                // The cache may hold what the source lacks (an arena): give it back, retry.
+                self.flush_huge_cache(map);
+                self.source
+                    .alloc_span(span_pages, span_align, span_offset)?
+            }
+            None => return None,
+        };
         debug_assert_eq!((run.as_ptr() as usize + span_offset) % span_align, 0);
         // SAFETY: the page-layer lock is held (we have `&mut self`).
         if !unsafe { map.insert(&mut self.source, run) } {
@@ -133,6 +189,8 @@ impl<P: PageSource> PageLayer<P> {
             SegmentHeader::huge_info(seg).write(HugeInfo {
                 object_off,
                 object_len: AtomicUsize::new(object_len),
+                cached: AtomicBool::new(false),
+                cached_at: 0,
                 span_pages,
                 span_align,
                 span_offset,
@@ -161,13 +219,151 @@ impl<P: PageSource> PageLayer<P> {
         // SAFETY: a live huge segment (registered, under the lock) whose object the caller
         // gives up.
         unsafe {
-            let len = (*SegmentHeader::huge_info(seg))
-                .object_len
-                .load(Ordering::Relaxed);
-            self.release_huge(map, seg);
+            let info = SegmentHeader::huge_info(seg);
+            if (*info).cached.load(Ordering::Relaxed) {
+                return Err(FreeError::DoubleFree(addr));
+            }
+            let len = (*info).object_len.load(Ordering::Relaxed);
             self.usage.free(len, 1);
+            let now = self.tick();
+            if (*info).span_pages << self.page_shift <= HUGE_CACHE_BYTES {
+                if self.huge_cache.len == HUGE_CACHE_SLOTS {
+                    let old = self.huge_cache.remove(0);
+                    self.uncache(map, old);
+                }
+                (*info).cached.store(true, Ordering::Release);
+                (*info).cached_at = now;
+                let c = &mut self.huge_cache;
+                c.segs[c.len] = seg;
+                c.len += 1;
+                c.pages += (*info).span_pages;
+                self.counts.cached_huge_pages += (*info).span_pages;
+                while self.huge_cache.pages << self.page_shift > HUGE_CACHE_BYTES {
+                    let old = self.huge_cache.remove(0);
+                    self.uncache(map, old);
+                }
+            } else {
+                self.release_huge(map, seg);
+            }
         }
+        self.decay(map);
         Ok(())
+    }
+
+    /// The page layer's clock: the source's milliseconds, or else the count of large
+    /// allocations and frees (advanced here).
+    fn tick(&mut self) -> u64 {
+        self.huge_cache.ops += 1;
+        self.source.now_ms().unwrap_or(self.huge_cache.ops)
+    }
+
+    /// Gives back cached huge segments idle for [`DECAY_MS`] (or [`DECAY_OPS`] operations).
+    pub(crate) fn decay(&mut self, map: &SegmentMap) {
+        if self.huge_cache.len == 0 {
+            return;
+        }
+        let (now, idle) = match self.source.now_ms() {
+            Some(ms) => (ms, DECAY_MS),
+            None => (self.huge_cache.ops, DECAY_OPS),
+        };
+        // Oldest first: stop at the first one still fresh.
+        while self.huge_cache.len > 0 {
+            let seg = self.huge_cache.segs[0];
+            // SAFETY: cached entries are live huge segments (cache invariant).
+            let at = unsafe { (*SegmentHeader::huge_info(seg)).cached_at };
+            if now.wrapping_sub(at) < idle {
+                break;
+            }
+            self.huge_cache.remove(0);
+            // SAFETY: just taken off the cache.
+            unsafe { self.uncache(map, seg) };
+        }
+    }
+
+    /// Gives every cached huge segment back to the source.
+    pub(crate) fn flush_huge_cache(&mut self, map: &SegmentMap) {
+        while self.huge_cache.len > 0 {
+            let seg = self.huge_cache.remove(0);
+            // SAFETY: just taken off the cache.
+            unsafe { self.uncache(map, seg) };
+        }
+    }
+
+    /// Releases `seg`, just taken off the cache.
+    ///
+    /// # Safety
+    /// `seg` was a cache entry (a live huge segment without an object).
+    unsafe fn uncache(&mut self, map: &SegmentMap, seg: *mut SegmentHeader) {
+        // SAFETY: as the caller promises.
+        unsafe {
+            let pages = (*SegmentHeader::huge_info(seg)).span_pages;
+            self.huge_cache.pages -= pages;
+            self.counts.cached_huge_pages -= pages;
+            self.release_huge(map, seg);
+        }
+    }
+
+    /// The best-fitting cached huge segment for `len` bytes aligned to `align`: the smallest
+    /// object of at least `len` that wastes at most a quarter of itself. Returns its object.
+    fn take_cached(&mut self, len: usize, align: usize) -> Option<(NonNull<u8>, usize)> {
+        let c = &self.huge_cache;
+        let mut best: Option<(usize, usize)> = None;
+        for (at, &seg) in c.segs[..c.len].iter().enumerate() {
+            // SAFETY: cached entries are live huge segments (cache invariant).
+            let (start, have) = unsafe {
+                let info = &*SegmentHeader::huge_info(seg);
+                (
+                    seg as usize + info.object_off,
+                    info.object_len.load(Ordering::Relaxed),
+                )
+            };
+            let fits = have >= len && have - len <= have / FIT_SLACK && start % align == 0;
+            if fits && best.is_none_or(|(_, b)| have < b) {
+                best = Some((at, have));
+            }
+        }
+        let (at, have) = best?;
+        let seg = self.huge_cache.remove(at);
+        // SAFETY: a live huge segment just taken off the cache; its object is handed out.
+        unsafe {
+            let info = &*SegmentHeader::huge_info(seg);
+            self.huge_cache.pages -= info.span_pages;
+            self.counts.cached_huge_pages -= info.span_pages;
+            info.cached.store(false, Ordering::Release);
+            self.tick();
+            NonNull::new(seg.cast::<u8>().add(info.object_off)).map(|p| (p, have))
+        }
+    }
+
+    /// Checks the cache's invariant; panics naming the first breach (an internal bug).
+    pub(crate) fn validate_huge_cache(&self, map: &SegmentMap) {
+        let c = &self.huge_cache;
+        let mut pages = 0;
+        for &seg in &c.segs[..c.len] {
+            assert!(
+                map.lookup(seg as usize).is_some(),
+                "huge cache: {seg:p} is not registered"
+            );
+            // SAFETY: registered, so its header is readable.
+            unsafe {
+                assert!((*seg).kind == SEG_HUGE, "huge cache: {seg:p} is not huge");
+                let info = &*SegmentHeader::huge_info(seg);
+                assert!(
+                    info.cached.load(Ordering::Relaxed),
+                    "huge cache: {seg:p} not marked"
+                );
+                pages += info.span_pages;
+            }
+        }
+        assert_eq!(
+            pages, c.pages,
+            "huge cache: pages held != sum of its segments"
+        );
+        assert_eq!(pages, self.counts.cached_huge_pages, "huge cache: counts");
+        assert!(
+            pages << self.page_shift <= HUGE_CACHE_BYTES,
+            "huge cache over its cap"
+        );
     }
 
     /// Unregisters huge segment `seg` and gives its span back to the source.
@@ -228,6 +424,9 @@ pub(crate) unsafe fn huge_object(seg: *mut SegmentHeader) -> Option<(usize, usiz
     // SAFETY: a registered huge segment's info is readable (caller); atomics only change.
     unsafe {
         let info = &*SegmentHeader::huge_info(seg);
+        if info.cached.load(Ordering::Acquire) {
+            return None;
+        }
         let start = seg as usize + info.object_off;
         Some((start, start + info.object_len.load(Ordering::Acquire)))
     }

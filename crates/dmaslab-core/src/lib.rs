@@ -39,6 +39,7 @@ pub mod geometry;
 mod kmalloc;
 mod kmem_cache;
 mod large;
+pub use large::{HUGE_CACHE_BYTES, HUGE_CACHE_SLOTS};
 #[cfg(feature = "std")]
 mod mmap;
 mod page_layer;

@@ -120,6 +120,20 @@ impl PageSource for MmapPageSource {
         unsafe { libc::munmap(ptr.as_ptr().cast(), pages * self.page_size) };
     }
 
+    fn now_ms(&self) -> Option<u64> {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        #[cfg(target_os = "linux")]
+        let clock = libc::CLOCK_MONOTONIC_COARSE;
+        #[cfg(not(target_os = "linux"))]
+        let clock = libc::CLOCK_MONOTONIC;
+        // SAFETY: `ts` is a valid out-parameter.
+        let ok = unsafe { libc::clock_gettime(clock, &mut ts) } == 0;
+        ok.then(|| ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000)
+    }
+
     fn discard(&mut self, ptr: NonNull<u8>, len: usize) {
         // SAFETY: the range lies in a run this source handed out; its contents are dead.
         unsafe { libc::madvise(ptr.as_ptr().cast(), len, libc::MADV_DONTNEED) };

@@ -2,6 +2,7 @@
 //! large kmalloc runs, plus huge segments for allocations too big for a segment (`large.rs`).
 
 use crate::buddy::{for_each_block, BuddyLink, FreeArea, Zone};
+use crate::large::HugeCache;
 use crate::page_source::PageSource;
 use crate::segment::{header_pages, PageDesc, PageKind, SegmentHeader, SEG_NORMAL};
 use crate::segment_map::SegmentMap;
@@ -22,8 +23,10 @@ pub struct PageCounts {
     pub slab_pages: usize,
     /// Pages in large kmalloc runs (inside segments).
     pub large_pages: usize,
-    /// Pages of huge segments (header page included).
+    /// Pages of huge segments (header page included), cached ones too.
     pub huge_pages: usize,
+    /// Pages of freed huge segments kept for reuse (part of `huge_pages`).
+    pub cached_huge_pages: usize,
     /// Free pages inside segments.
     pub free_pages: usize,
     /// Pages of the segment map's tables.
@@ -57,6 +60,8 @@ pub(crate) struct PageLayer<P> {
     /// Discard (MADV_DONTNEED) freed runs while more than this many pages are free.
     discard_threshold: usize,
     pub(crate) counts: PageCounts,
+    /// Freed huge segments kept for reuse (`large.rs`).
+    pub(crate) huge_cache: HugeCache,
     /// Bytes and allocations of large runs and huge segments, and the cumulative counts of
     /// destroyed caches (see [`Usage`]).
     pub(crate) usage: Usage,
@@ -83,6 +88,7 @@ impl<P: PageSource> PageLayer<P> {
             max_run_order,
             discard_threshold,
             counts: PageCounts::default(),
+            huge_cache: HugeCache::EMPTY,
             usage: Usage::ZERO,
         }
     }
@@ -344,6 +350,7 @@ impl<P: PageSource> PageLayer<P> {
 
     /// Gives the spare segment back (when shrinking).
     pub(crate) fn release_spare(&mut self, map: &SegmentMap) {
+        self.flush_huge_cache(map);
         if let Some(seg) = self.spare.take() {
             // SAFETY: the spare is a live, registered, empty normal segment (type invariant).
             unsafe { self.release_segment(map, seg.as_ptr()) };

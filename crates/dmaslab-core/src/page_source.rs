@@ -50,6 +50,13 @@ pub trait PageSource {
         unsafe { self.free_pages(NonNull::new_unchecked(ptr.as_ptr().sub(lead)), order) }
     }
 
+    /// A monotonic clock in milliseconds, if the source has one: the page layer returns cached
+    /// huge segments idle for about a second. Without one (the default) it counts large
+    /// allocations and frees instead.
+    fn now_ms(&self) -> Option<u64> {
+        None
+    }
+
     /// Tells the source that the contents of `len` bytes at `ptr` (whole pages inside a run it
     /// handed out) are no longer needed; the run stays allocated. Hosted sources return the
     /// memory to the OS (`madvise(MADV_DONTNEED)`); the default does nothing.
@@ -97,6 +104,9 @@ impl<P: PageSource + ?Sized> PageSource for &mut P {
     unsafe fn free_span(&mut self, ptr: NonNull<u8>, pages: usize, align: usize, offset: usize) {
         // SAFETY: the caller upholds `free_span`'s contract for the inner source.
         unsafe { (**self).free_span(ptr, pages, align, offset) }
+    }
+    fn now_ms(&self) -> Option<u64> {
+        (**self).now_ms()
     }
     fn discard(&mut self, ptr: NonNull<u8>, len: usize) {
         (**self).discard(ptr, len)

@@ -14,7 +14,7 @@
 
 use crate::buddy::{BuddyLink, Zone};
 use core::mem::size_of;
-use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 
 /// What a page is used for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -140,12 +140,15 @@ const _: () = assert!(size_of::<SegmentHeader>() <= size_of::<BuddyLink>());
 /// `object_off` (a multiple of the page size, at least one page, at most one segment) and the
 /// span's arguments (what [`PageSource::free_span`](crate::PageSource::free_span) needs) never
 /// change while the segment is live; `object_len` is the object's usable bytes, to the span's
-/// end; it changes only under the page-layer lock and is atomic so that lookups read it
-/// without it.
+/// end. `cached` is set while the segment waits, with no object, in the page layer's cache of
+/// freed huge segments (since `cached_at`). `object_len` and `cached` change only under the
+/// page-layer lock and are atomics so that lookups read them without it.
 #[repr(C)]
 pub(crate) struct HugeInfo {
     pub(crate) object_off: usize,
     pub(crate) object_len: AtomicUsize,
+    pub(crate) cached: AtomicBool,
+    pub(crate) cached_at: u64,
     /// The span as taken from the page source: pages, alignment, offset.
     pub(crate) span_pages: usize,
     pub(crate) span_align: usize,

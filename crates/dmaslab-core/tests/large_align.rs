@@ -108,7 +108,10 @@ fn aligned_huge_objects_are_found_by_interior_pointers() {
             );
             k.kfree(p).unwrap();
         }
-        assert_eq!(k.owner_of(addr), Owner::Foreign, "align {align}: unmapped");
+        assert!(
+            matches!(k.owner_of(addr), Owner::Foreign | Owner::Unused),
+            "align {align}: freed (cached or unmapped)"
+        );
     }
 }
 

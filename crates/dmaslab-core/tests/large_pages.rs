@@ -90,14 +90,49 @@ fn huge_segments_cost_their_pages_plus_a_header() {
         let p = k.kmalloc(size, Gfp::KERNEL).unwrap().as_ptr();
         let pages = size.div_ceil(page);
         assert_eq!(k.ksize(p), Some(pages * page), "size {size}");
-        assert_eq!(k.totals().pages.huge_pages, pages + 1, "size {size}");
+        let c = k.totals().pages;
+        assert_eq!(c.huge_pages - c.cached_huge_pages, pages + 1, "size {size}");
         // SAFETY: live, freed once.
         unsafe { k.kfree(p).unwrap() };
     }
     // 2^k up to the limit stays naturally aligned (a run, not a huge segment).
     let p = k.kmalloc(max, Gfp::KERNEL).unwrap().as_ptr();
     assert_eq!(p as usize % max, 0);
-    assert_eq!(k.totals().pages.huge_pages, 0);
+    let c = k.totals().pages;
+    assert_eq!(c.huge_pages, c.cached_huge_pages);
     // SAFETY: live, freed once.
     unsafe { k.kfree(p).unwrap() };
+}
+
+#[test]
+fn freed_huge_segments_are_reused_and_decay() {
+    let mut mem = region(if cfg!(miri) { 2 << 20 } else { 8 << 20 });
+    let k = common::kmalloc(&mut mem, Policy::C, 64);
+    let seg = k.max_natural_align() * 2;
+    let size = seg + 3 * k.page_size() + 1;
+    let p = k.kmalloc(size, Gfp::KERNEL).unwrap().as_ptr();
+    // SAFETY: live, freed once.
+    unsafe { k.kfree(p).unwrap() };
+    let c = k.totals().pages;
+    assert!(
+        c.cached_huge_pages > 0 && c.cached_huge_pages == c.huge_pages,
+        "{c:?}"
+    );
+    assert_eq!(k.validate(|f| panic!("validate: {f}")), 0);
+    // SAFETY: freed: a second free is refused while it waits in the cache.
+    assert!(unsafe { k.kfree(p) }.is_err());
+    let q = k.kmalloc(size - 100, Gfp::KERNEL).unwrap().as_ptr();
+    assert_eq!(q, p, "the cached segment is reused");
+    assert_eq!(k.totals().pages.cached_huge_pages, 0);
+    // SAFETY: live, freed once.
+    unsafe { k.kfree(q).unwrap() };
+    // No clock in an arena: the cache decays after 1024 large operations.
+    for _ in 0..600 {
+        let r = k.kmalloc(3 * k.page_size(), Gfp::KERNEL).unwrap().as_ptr();
+        // SAFETY: live, freed once.
+        unsafe { k.kfree(r).unwrap() };
+    }
+    let c = k.totals().pages;
+    assert_eq!((c.cached_huge_pages, c.huge_pages), (0, 0), "decayed");
+    assert_eq!(k.validate(|f| panic!("validate: {f}")), 0);
 }
