@@ -1,6 +1,6 @@
 //! A page source over a caller-given memory region, for kernels and firmware.
 
-use crate::buddy::{BuddyLink, FreeArea, Zone, MAX_ORDER};
+use crate::buddy::{for_each_block, BuddyLink, FreeArea, Zone, MAX_ORDER};
 use crate::page_source::{PageSource, DEFAULT_PAGE_SIZE};
 use core::marker::PhantomData;
 use core::mem::{size_of, MaybeUninit};
@@ -96,17 +96,12 @@ impl<'a> ArenaPageSource<'a> {
             usable_pages: usable,
             _region: PhantomData,
         };
-        // Carve the usable pages into the largest aligned blocks.
-        let mut i = first;
-        while i < zone.end {
-            let mut k = (i.trailing_zeros()).min(max_order);
-            while i + (1 << k) > zone.end {
-                k -= 1;
-            }
+        // Carve the usable pages into the largest aligned blocks (at most `max_order`: no block
+        // is larger than the usable pages).
+        for_each_block(first, zone.end, |i, k| {
             // SAFETY: the block lies in the zone and is on no list yet.
             let _ = unsafe { arena.free.free(&zone, i, k) };
-            i += 1 << k;
-        }
+        });
         Ok(arena)
     }
 

@@ -68,6 +68,19 @@ impl Zone {
     }
 }
 
+/// Calls `f(j, k)` for the aligned blocks (`j % 2^k == 0`, each as large as alignment and
+/// room allow) that tile the pages `start..end`, in address order.
+pub(crate) fn for_each_block(start: usize, end: usize, mut f: impl FnMut(usize, u32)) {
+    let mut j = start;
+    while j < end {
+        let k = j
+            .trailing_zeros()
+            .min(usize::BITS - 1 - (end - j).leading_zeros());
+        f(j, k);
+        j += 1 << k;
+    }
+}
+
 /// Free lists per order.
 ///
 /// # Invariants

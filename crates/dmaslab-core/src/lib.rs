@@ -48,6 +48,8 @@ mod divisor;
 pub mod geometry;
 mod kmalloc;
 mod kmem_cache;
+mod large;
+pub use large::{HUGE_CACHE_BYTES, HUGE_CACHE_SLOTS};
 pub mod magazine;
 #[cfg(feature = "std")]
 mod mmap;

@@ -3,11 +3,12 @@
 use crate::page_source::{PageSource, DEFAULT_PAGE_SIZE};
 use core::ptr::NonNull;
 
-/// Page runs from anonymous `mmap`, aligned to their size. Each run is first asked for right
-/// below the previous one (an address hint, no `MAP_FIXED`): one system call, and segments
+/// Page runs from anonymous `mmap`, aligned to their size, and spans of any page count at any
+/// alignment ([`PageSource::alloc_span`]: exactly the pages asked for). Each is first asked for
+/// right below the previous one (an address hint, no `MAP_FIXED`): one system call, and segments
 /// side by side, which keeps a [`CpuCache`](crate::CpuCache)'s segment hint free of
-/// collisions. When the kernel places it elsewhere, an over-sized mapping is trimmed to
-/// alignment. Freed runs are unmapped; [`PageSource::discard`] returns pages with
+/// collisions. When the kernel places it elsewhere, a mapping over-sized by the alignment is
+/// trimmed to it. Freed runs are unmapped; [`PageSource::discard`] returns pages with
 /// `MADV_DONTNEED`, and [`PageSource::populate`] maps them in with `MADV_POPULATE_WRITE`.
 #[derive(Debug)]
 pub struct MmapPageSource {
@@ -63,46 +64,74 @@ impl PageSource for MmapPageSource {
     }
 
     fn alloc_pages(&mut self, order: u32) -> Option<NonNull<u8>> {
-        let size = self.page_size.checked_shl(order)?;
-        let span = size.checked_mul(2)?;
-        if let Some(below) = (self.last & !(size - 1)).checked_sub(size) {
-            if below != 0 {
-                let raw = Self::map(below, size);
-                if raw as usize == below {
-                    self.last = below;
-                    return NonNull::new(raw.cast());
-                }
-                if !raw.is_null() {
-                    // SAFETY: the mapping just made, unused.
-                    unsafe { libc::munmap(raw, size) };
-                }
+        let pages = 1usize.checked_shl(order)?;
+        self.alloc_span(pages, self.page_size.checked_shl(order)?, 0)
+    }
+
+    unsafe fn free_pages(&mut self, ptr: NonNull<u8>, order: u32) {
+        // SAFETY: the caller returns a run this source mapped with this order.
+        unsafe { libc::munmap(ptr.as_ptr().cast(), self.page_size << order) };
+    }
+
+    fn alloc_span(&mut self, pages: usize, align: usize, offset: usize) -> Option<NonNull<u8>> {
+        let len = pages.checked_mul(self.page_size)?;
+        // The highest start below the previous run with `start + offset` aligned.
+        let below = self
+            .last
+            .checked_sub(len)
+            .and_then(|top| (top.checked_add(offset)? & !(align - 1)).checked_sub(offset));
+        if let Some(below) = below.filter(|&b| b != 0) {
+            let raw = Self::map(below, len);
+            if raw as usize == below {
+                self.last = below;
+                return NonNull::new(raw.cast());
+            }
+            if !raw.is_null() {
+                // SAFETY: the mapping just made, unused.
+                unsafe { libc::munmap(raw, len) };
             }
         }
+        // Over-reserve by the alignment and trim both ends.
+        let span = len.checked_add(align - self.page_size)?;
         let raw = Self::map(0, span);
         if raw.is_null() {
             return None;
         }
-        let start = raw as usize;
-        let aligned = start.next_multiple_of(size);
-        let head = aligned - start;
-        let tail = span - head - size;
+        let first = raw as usize;
+        let start = (first + offset).next_multiple_of(align) - offset;
+        let head = start - first;
+        let tail = span - head - len;
         // SAFETY: both trimmed pieces lie inside the mapping just made and are not used.
         unsafe {
             if head > 0 {
                 libc::munmap(raw, head);
             }
             if tail > 0 {
-                libc::munmap(raw.cast::<u8>().add(head + size).cast(), tail);
+                libc::munmap(raw.cast::<u8>().add(head + len).cast(), tail);
             }
         }
-        self.last = aligned;
-        // SAFETY: `head < span`, so the pointer stays in the mapping.
+        self.last = start;
+        // SAFETY: `head + len <= span`, so the pointer stays in the mapping.
         NonNull::new(unsafe { raw.cast::<u8>().add(head) })
     }
 
-    unsafe fn free_pages(&mut self, ptr: NonNull<u8>, order: u32) {
-        // SAFETY: the caller returns a run this source mapped with this order.
-        unsafe { libc::munmap(ptr.as_ptr().cast(), self.page_size << order) };
+    unsafe fn free_span(&mut self, ptr: NonNull<u8>, pages: usize, _align: usize, _offset: usize) {
+        // SAFETY: the caller returns a span this source mapped with `pages` pages.
+        unsafe { libc::munmap(ptr.as_ptr().cast(), pages * self.page_size) };
+    }
+
+    fn now_ms(&self) -> Option<u64> {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        #[cfg(target_os = "linux")]
+        let clock = libc::CLOCK_MONOTONIC_COARSE;
+        #[cfg(not(target_os = "linux"))]
+        let clock = libc::CLOCK_MONOTONIC;
+        // SAFETY: `ts` is a valid out-parameter.
+        let ok = unsafe { libc::clock_gettime(clock, &mut ts) } == 0;
+        ok.then(|| ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000)
     }
 
     fn discard(&mut self, ptr: NonNull<u8>, len: usize) {

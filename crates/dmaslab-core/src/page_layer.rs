@@ -1,9 +1,10 @@
 //! The page layer: segments from the page source, carved by a buddy allocator into slabs and
-//! large kmalloc runs, plus huge segments for allocations too big for a segment.
+//! large kmalloc runs, plus huge segments for allocations too big for a segment (`large.rs`).
 
-use crate::buddy::{BuddyLink, FreeArea, Zone};
+use crate::buddy::{for_each_block, BuddyLink, FreeArea, Zone};
+use crate::large::HugeCache;
 use crate::page_source::PageSource;
-use crate::segment::{header_pages, PageDesc, PageKind, SegmentHeader, SEG_HUGE, SEG_NORMAL};
+use crate::segment::{header_pages, PageDesc, PageKind, SegmentHeader, SEG_NORMAL};
 use crate::segment_map::SegmentMap;
 use crate::stats::Usage;
 use core::ptr::NonNull;
@@ -22,8 +23,10 @@ pub struct PageCounts {
     pub slab_pages: usize,
     /// Pages in large kmalloc runs (inside segments).
     pub large_pages: usize,
-    /// Pages of huge segments (header page included).
+    /// Pages of huge segments (header page included), cached ones too.
     pub huge_pages: usize,
+    /// Pages of freed huge segments kept for reuse (part of `huge_pages`).
+    pub cached_huge_pages: usize,
     /// Free pages inside segments.
     pub free_pages: usize,
     /// Pages of the segment map's tables.
@@ -56,7 +59,9 @@ pub(crate) struct PageLayer<P> {
     max_run_order: u32,
     /// Discard (MADV_DONTNEED) freed runs while more than this many pages are free.
     discard_threshold: usize,
-    counts: PageCounts,
+    pub(crate) counts: PageCounts,
+    /// Freed huge segments kept for reuse (`large.rs`).
+    pub(crate) huge_cache: HugeCache,
     /// Bytes and allocations of large runs and huge segments, and the cumulative counts of
     /// destroyed caches (see [`Usage`]).
     pub(crate) usage: Usage,
@@ -83,6 +88,7 @@ impl<P: PageSource> PageLayer<P> {
             max_run_order,
             discard_threshold,
             counts: PageCounts::default(),
+            huge_cache: HugeCache::EMPTY,
             usage: Usage::ZERO,
         }
     }
@@ -105,7 +111,7 @@ impl<P: PageSource> PageLayer<P> {
         p.wrapping_sub(p as usize & mask).cast()
     }
 
-    fn note_peak(&mut self) {
+    pub(crate) fn note_peak(&mut self) {
         let held = self.counts.segment_pages + self.counts.huge_pages;
         self.counts.peak_pages = self.counts.peak_pages.max(held);
     }
@@ -119,6 +125,23 @@ impl<P: PageSource> PageLayer<P> {
         kind: PageKind,
         cache: u16,
     ) -> Option<(*mut SegmentHeader, usize)> {
+        self.alloc_pages_exact(map, order, 1 << order, kind, cache)
+    }
+
+    /// Takes the first `pages` pages of a block of `2^order` (so the run is aligned to the
+    /// block) and gives the rest back to the free lists at once, as Linux's `alloc_pages_exact`:
+    /// a large run costs its pages, not the next power of two. A `Large` head's `freelist`
+    /// holds the run's length in pages; slabs are whole blocks.
+    pub(crate) fn alloc_pages_exact(
+        &mut self,
+        map: &SegmentMap,
+        order: u32,
+        pages: usize,
+        kind: PageKind,
+        cache: u16,
+    ) -> Option<(*mut SegmentHeader, usize)> {
+        debug_assert!(pages >= 1 && pages <= 1 << order);
+        debug_assert!(kind == PageKind::Large || pages == 1 << order);
         if order > self.max_run_order() {
             return None;
         }
@@ -135,36 +158,43 @@ impl<P: PageSource> PageLayer<P> {
             unsafe { SegmentHeader::zone(seg) }
         };
         // SAFETY: every block on `free` lies in the zone `zone_of` computes (type invariant).
-        let (node, _, i) = unsafe { self.free.alloc(order, zone_of) }?;
+        let (node, zone, i) = unsafe { self.free.alloc(order, zone_of) }?;
         let seg = self.segment_of(node.cast());
         if self.spare == NonNull::new(seg) {
             self.spare = None;
         }
-        // SAFETY: `seg` is a live normal segment and the run `i..i+2^order` lies inside it.
+        // SAFETY: `seg` is a live normal segment and the block `i..i+2^order` lies inside it,
+        // off every list; its tail beyond `pages` goes back as aligned blocks.
         unsafe {
-            (*seg).used_pages += 1 << order;
+            (*seg).used_pages += pages as u32;
             let head = SegmentHeader::desc_ptr(seg, i);
             (*head).cache.store(cache, Ordering::Relaxed);
             (*head).head.store(i as u32, Ordering::Relaxed);
+            if kind == PageKind::Large {
+                (*head).freelist = pages as u32;
+            }
             PageDesc::set_kind_of(head, kind);
             let tail = if kind == PageKind::Slab {
                 PageKind::SlabTail
             } else {
                 PageKind::LargeTail
             };
-            for j in i + 1..i + (1 << order) {
+            for j in i + 1..i + pages {
                 let d = SegmentHeader::desc_ptr(seg, j);
                 (*d).head.store(i as u32, Ordering::Relaxed);
                 (*d).cache.store(cache, Ordering::Relaxed);
                 PageDesc::set_kind_of(d, tail);
             }
+            for_each_block(i + pages, i + (1 << order), |j, k| {
+                let _ = self.free.free(&zone, j, k);
+            });
         }
         if kind == PageKind::Slab {
             // SAFETY: as above.
             unsafe { self.populate_run(seg, i, order) };
-            self.counts.slab_pages += 1 << order;
+            self.counts.slab_pages += pages;
         } else {
-            self.counts.large_pages += 1 << order;
+            self.counts.large_pages += pages;
         }
         Some((seg, i))
     }
@@ -202,27 +232,50 @@ impl<P: PageSource> PageLayer<P> {
     /// Gives back the run whose first page is `i` in `seg`.
     ///
     /// # Safety
-    /// The run was handed out by [`alloc_run`](Self::alloc_run), is not on any list, and nothing
-    /// uses its memory any more.
+    /// The run was handed out by [`alloc_run`](Self::alloc_run) or
+    /// [`alloc_pages_exact`](Self::alloc_pages_exact), is not on any list, and nothing uses its
+    /// memory any more.
     pub(crate) unsafe fn free_run(&mut self, map: &SegmentMap, seg: *mut SegmentHeader, i: usize) {
         // SAFETY: `seg` is live and `i` heads an allocated run in it (caller).
         unsafe {
             let head = SegmentHeader::desc_ptr(seg, i);
-            let order = (*head).link.order as u32;
-            if PageDesc::kind_of(head) == PageKind::Slab {
-                self.counts.slab_pages -= 1 << order;
+            let pages = if PageDesc::kind_of(head) == PageKind::Slab {
+                let pages = 1usize << (*head).link.order;
+                self.counts.slab_pages -= pages;
+                pages
             } else {
-                self.counts.large_pages -= 1 << order;
-            }
-            for j in i..i + (1 << order) {
+                let pages = (*head).freelist as usize;
+                self.counts.large_pages -= pages;
+                pages
+            };
+            for j in i..i + pages {
                 let d = SegmentHeader::desc_ptr(seg, j);
                 PageDesc::set_kind_of(d, PageKind::Free);
                 (*d).head.store(j as u32, Ordering::Relaxed);
             }
             let zone = SegmentHeader::zone(seg);
-            let merged = self.free.free(&zone, i, order);
-            // Give memory back in blocks of 2^DISCARD_ORDER pages, once each, when such a block
-            // has just become wholly free: one madvise per 256 KiB rather than per slab.
+            for_each_block(i, i + pages, |j, k| self.free_block(&zone, seg, j, k));
+            (*seg).used_pages -= pages as u32;
+            if (*seg).used_pages == 0 {
+                if self.spare.is_none() {
+                    self.spare = NonNull::new(seg);
+                } else {
+                    self.release_segment(map, seg);
+                }
+            }
+        }
+    }
+
+    /// Puts the block of `2^order` pages at `i` of `seg` (marked free) on the free lists, and
+    /// gives memory back in blocks of 2^DISCARD_ORDER pages, once each, when such a block has
+    /// just become wholly free: one madvise per 256 KiB rather than per slab.
+    ///
+    /// # Safety
+    /// `zone` is `seg`'s, the block lies in it and is on no list.
+    unsafe fn free_block(&mut self, zone: &Zone, seg: *mut SegmentHeader, i: usize, order: u32) {
+        // SAFETY: as the caller promises.
+        unsafe {
+            let merged = self.free.free(zone, i, order);
             let d = self.block_order();
             if self.free.free_pages >= self.discard_threshold && merged >= d {
                 let (start, len) = if order >= d {
@@ -235,14 +288,6 @@ impl<P: PageSource> PageLayer<P> {
                     .discard(NonNull::new_unchecked(p), 1 << (len + self.page_shift));
                 for b in (start >> d)..((start + (1 << len)) >> d).min(TRACKED_BLOCKS) {
                     *SegmentHeader::populated(seg) &= !(1u32 << b);
-                }
-            }
-            (*seg).used_pages -= 1 << order;
-            if (*seg).used_pages == 0 {
-                if self.spare.is_none() {
-                    self.spare = NonNull::new(seg);
-                } else {
-                    self.release_segment(map, seg);
                 }
             }
         }
@@ -265,16 +310,10 @@ impl<P: PageSource> PageLayer<P> {
             unsafe { SegmentHeader::init(run.as_ptr(), SEG_NORMAL, self.seg_order, page_size) };
         // SAFETY: just initialised.
         let zone = unsafe { SegmentHeader::zone(seg) };
-        let mut i = zone.first;
-        while i < zone.end {
-            let mut k = i.trailing_zeros().min(self.seg_order);
-            while i + (1 << k) > zone.end {
-                k -= 1;
-            }
+        for_each_block(zone.first, zone.end, |i, k| {
             // SAFETY: the block lies in the new segment's zone and is on no list.
             let _ = unsafe { self.free.free(&zone, i, k) };
-            i += 1 << k;
-        }
+        });
         let hp = zone.first;
         self.counts.segments += 1;
         self.counts.segment_pages += 1 << self.seg_order;
@@ -309,57 +348,9 @@ impl<P: PageSource> PageLayer<P> {
         self.counts.header_pages -= header_pages(self.seg_order, 1 << self.page_shift);
     }
 
-    /// Allocates a huge segment for `bytes`; returns the object's address (its second page) and
-    /// its usable size (the rest of the segment: what `ksize` answers).
-    pub(crate) fn alloc_huge(
-        &mut self,
-        map: &SegmentMap,
-        bytes: usize,
-    ) -> Option<(NonNull<u8>, usize)> {
-        let pages = bytes.checked_add((1 << self.page_shift) - 1)? >> self.page_shift;
-        let order = (pages + 1).checked_next_power_of_two()?.trailing_zeros();
-        if order >= usize::BITS - self.page_shift {
-            return None;
-        }
-        let run = self.source.alloc_pages(order.max(self.seg_order))?;
-        let order = order.max(self.seg_order);
-        // SAFETY: the page-layer lock is held (we have `&mut self`).
-        if !unsafe { map.insert(&mut self.source, run) } {
-            // SAFETY: just taken from the source with this order.
-            unsafe { self.source.free_pages(run, order) };
-            return None;
-        }
-        // SAFETY: the run is ours and at least two pages.
-        let seg =
-            unsafe { SegmentHeader::init(run.as_ptr(), SEG_HUGE, order, 1 << self.page_shift) };
-        self.counts.huge_pages += 1 << order;
-        self.note_peak();
-        // SAFETY: the second page is inside the run.
-        let p = NonNull::new(unsafe { SegmentHeader::page_ptr(seg, 1, self.page_shift) })?;
-        Some((
-            p,
-            (1usize << (order + self.page_shift)) - (1 << self.page_shift),
-        ))
-    }
-
-    /// Frees a huge segment.
-    ///
-    /// # Safety
-    /// `seg` is a live registered huge segment whose object is no longer used.
-    pub(crate) unsafe fn free_huge(&mut self, map: &SegmentMap, seg: *mut SegmentHeader) {
-        // SAFETY: live huge segment (caller).
-        unsafe {
-            let order = (*seg).order as u32;
-            map.remove(seg as usize);
-            SegmentHeader::kill(seg);
-            self.counts.huge_pages -= 1 << order;
-            self.source
-                .free_pages(NonNull::new_unchecked(seg.cast()), order);
-        }
-    }
-
     /// Gives the spare segment back (when shrinking).
     pub(crate) fn release_spare(&mut self, map: &SegmentMap) {
+        self.flush_huge_cache(map);
         if let Some(seg) = self.spare.take() {
             // SAFETY: the spare is a live, registered, empty normal segment (type invariant).
             unsafe { self.release_segment(map, seg.as_ptr()) };

@@ -25,6 +25,38 @@ pub trait PageSource {
     /// not been freed since; nothing accesses the run afterwards.
     unsafe fn free_pages(&mut self, ptr: NonNull<u8>, order: u32);
 
+    /// Hands out a span of `pages` contiguous pages (any count) such that the address `offset`
+    /// bytes into it is aligned to `align` (a power of two of at least `page_size()`; `offset`
+    /// a multiple of the page size below `align`), or `None`. The page layer takes its huge
+    /// segments this way. The default takes the smallest run of
+    /// [`alloc_pages`](Self::alloc_pages) that holds such a span, so a source that cannot give
+    /// a run that large or that aligned answers `None`; a hosted source maps exactly `pages`.
+    fn alloc_span(&mut self, pages: usize, align: usize, offset: usize) -> Option<NonNull<u8>> {
+        let (order, lead) = span_run(self.page_size(), pages, align, offset)?;
+        let run = self.alloc_pages(order)?;
+        // SAFETY: `lead + pages` pages fit in the run (`span_run`).
+        NonNull::new(unsafe { run.as_ptr().add(lead) })
+    }
+
+    /// Takes back a span.
+    ///
+    /// # Safety
+    /// `ptr` was returned by `alloc_span(pages, align, offset)` of this source with the same
+    /// arguments, and has not been freed since; nothing accesses the span afterwards.
+    unsafe fn free_span(&mut self, ptr: NonNull<u8>, pages: usize, align: usize, offset: usize) {
+        let (order, lead) = span_run(self.page_size(), pages, align, offset)
+            .expect("free_span: the span was handed out with these arguments");
+        // SAFETY: the span lies `lead` bytes into the run `alloc_span` took (caller).
+        unsafe { self.free_pages(NonNull::new_unchecked(ptr.as_ptr().sub(lead)), order) }
+    }
+
+    /// A monotonic clock in milliseconds, if the source has one: the page layer returns cached
+    /// huge segments idle for about a second. Without one (the default) it counts large
+    /// allocations and frees instead.
+    fn now_ms(&self) -> Option<u64> {
+        None
+    }
+
     /// Tells the source that the contents of `len` bytes at `ptr` (whole pages inside a run it
     /// handed out) are no longer needed; the run stays allocated. Hosted sources return the
     /// memory to the OS (`madvise(MADV_DONTNEED)`); the default does nothing.
@@ -56,6 +88,20 @@ pub trait PageSource {
     }
 }
 
+/// The run of [`PageSource::alloc_pages`] the default [`PageSource::alloc_span`] takes: its
+/// order, and the span's start in it (bytes). `None` if no order fits in a `usize`.
+fn span_run(page_size: usize, pages: usize, align: usize, offset: usize) -> Option<(u32, usize)> {
+    // A run of order k >= log2(align / page) is aligned to `align`; the span starts where
+    // `offset` bytes in reaches the next multiple of it.
+    let lead = (align - offset % align) % align;
+    let need = pages.checked_add(lead / page_size)?;
+    let order = need
+        .checked_next_power_of_two()?
+        .max(align / page_size)
+        .trailing_zeros();
+    (order + page_size.trailing_zeros() < usize::BITS).then_some((order, lead))
+}
+
 impl<P: PageSource + ?Sized> PageSource for &mut P {
     fn page_size(&self) -> usize {
         (**self).page_size()
@@ -66,6 +112,16 @@ impl<P: PageSource + ?Sized> PageSource for &mut P {
     unsafe fn free_pages(&mut self, ptr: NonNull<u8>, order: u32) {
         // SAFETY: the caller upholds `free_pages`'s contract for the inner source.
         unsafe { (**self).free_pages(ptr, order) }
+    }
+    fn alloc_span(&mut self, pages: usize, align: usize, offset: usize) -> Option<NonNull<u8>> {
+        (**self).alloc_span(pages, align, offset)
+    }
+    unsafe fn free_span(&mut self, ptr: NonNull<u8>, pages: usize, align: usize, offset: usize) {
+        // SAFETY: the caller upholds `free_span`'s contract for the inner source.
+        unsafe { (**self).free_span(ptr, pages, align, offset) }
+    }
+    fn now_ms(&self) -> Option<u64> {
+        (**self).now_ms()
     }
     fn discard(&mut self, ptr: NonNull<u8>, len: usize) {
         (**self).discard(ptr, len)

@@ -6,12 +6,15 @@
 //! kmalloc runs, or free. So objects start at `slab_base + i * size` with no metadata in between,
 //! and the descriptor of any pointer is found in O(1): mask to the segment, index by page.
 //!
-//! A huge segment serves one allocation too big for a normal segment: its first page holds only
-//! the header, the object starts at the second page.
+//! A huge segment serves one allocation too big for a normal segment (or aligned beyond half a
+//! segment): a span of exactly the pages it needs, aligned to a segment. Its first page holds
+//! only the header and a [`HugeInfo`]; the object starts at [`HugeInfo::object_off`] — the
+//! second page, or the requested alignment up to a whole segment (then the object starts at the
+//! next segment boundary, and the segment map finds the header one segment below).
 
 use crate::buddy::{BuddyLink, Zone};
 use core::mem::size_of;
-use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 
 /// What a page is used for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,9 +57,9 @@ impl PageKind {
 ///   `link.order` is the slab order, `inuse` counts its objects in use, `freelist` is the
 ///   offset + 1 of the first object on its free list (0: none) and `fresh` the index of its
 ///   first never-used object; those fields belong to the cache lock.
-/// - For `Free` pages and `Large` runs, `link` belongs to the page-layer lock (buddy lists;
-///   `link.order` is the run's order while allocated). A `Large` head's `cache` holds the run's
-///   order too (atomic: read without the lock), or `META_CACHE` for debug metadata runs.
+/// - For `Free` pages, `link` belongs to the page-layer lock (buddy lists). A `Large` head's
+///   `freelist` holds the run's length in pages (under the page-layer lock) and its `cache` the
+///   same length (atomic: read without the lock), or `META_CACHE` for debug metadata runs.
 #[repr(C)]
 pub(crate) struct PageDesc {
     pub(crate) link: BuddyLink,
@@ -122,7 +125,7 @@ const SEG_MAGIC: u32 = 0xd3a5_1ab5;
 pub(crate) struct SegmentHeader {
     magic: u32,
     pub(crate) kind: u8,
-    /// log2 of the segment's pages.
+    /// log2 of the segment's pages (normal segments; 0 for huge ones, see [`HugeInfo`]).
     pub(crate) order: u8,
     pub(crate) header_pages: u16,
     pub(crate) used_pages: u32,
@@ -130,6 +133,32 @@ pub(crate) struct SegmentHeader {
 
 // The header overlays descriptor 0's link only (its kind must stay readable).
 const _: () = assert!(size_of::<SegmentHeader>() <= size_of::<BuddyLink>());
+
+/// What the header page of a huge segment holds after its [`SegmentHeader`].
+///
+/// # Invariants
+/// `object_off` (a multiple of the page size, at least one page, at most one segment) and the
+/// span's arguments (what [`PageSource::free_span`](crate::PageSource::free_span) needs) never
+/// change while the segment is live; `object_len` is the object's usable bytes, to the span's
+/// end. `cached` is set while the segment waits, with no object, in the page layer's cache of
+/// freed huge segments (since `cached_at`). `object_len` and `cached` change only under the
+/// page-layer lock and are atomics so that lookups read them without it.
+#[repr(C)]
+pub(crate) struct HugeInfo {
+    pub(crate) object_off: usize,
+    pub(crate) object_len: AtomicUsize,
+    pub(crate) cached: AtomicBool,
+    pub(crate) cached_at: u64,
+    /// The span as taken from the page source: pages, alignment, offset.
+    pub(crate) span_pages: usize,
+    pub(crate) span_align: usize,
+    pub(crate) span_offset: usize,
+}
+
+/// Where a huge segment's [`HugeInfo`] lies after its header (the header page holds nothing
+/// else; any page is larger than this).
+const HUGE_INFO_OFF: usize = 64;
+const _: () = assert!(size_of::<SegmentHeader>() <= HUGE_INFO_OFF);
 
 /// Pages of header a normal segment of `2^order` pages needs.
 pub(crate) fn header_pages(order: u32, page_size: usize) -> usize {
@@ -140,8 +169,8 @@ impl SegmentHeader {
     /// Writes a fresh header (and for a normal segment, descriptors) at `seg`.
     ///
     /// # Safety
-    /// `seg` points to a run of `2^order` pages of `page_size`, aligned to `page_size`, owned by
-    /// the caller and not in use.
+    /// `seg` points to a run of `2^order` pages of `page_size` (a huge segment: at least one
+    /// page, and `order` is 0), aligned to `page_size`, owned by the caller and not in use.
     pub(crate) unsafe fn init(seg: *mut u8, kind: u8, order: u32, page_size: usize) -> *mut Self {
         let hp = if kind == SEG_NORMAL {
             header_pages(order, page_size)
@@ -177,6 +206,16 @@ impl SegmentHeader {
             }
         }
         h
+    }
+
+    /// The [`HugeInfo`] of huge segment `h`.
+    ///
+    /// # Safety
+    /// `h` is a huge segment, live or being set up by the caller.
+    #[inline]
+    pub(crate) unsafe fn huge_info(h: *mut SegmentHeader) -> *mut HugeInfo {
+        // SAFETY: the header page holds the info at this offset (caller: a huge segment).
+        unsafe { h.cast::<u8>().add(HUGE_INFO_OFF).cast() }
     }
 
     /// Does `h` hold a live segment header? Reads one field, forming no reference.

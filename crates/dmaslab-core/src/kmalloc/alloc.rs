@@ -45,9 +45,11 @@ impl<P: PageSource> Kmalloc<P> {
     ///
     /// The rule: the smallest class that holds `size` and whose natural alignment (largest power
     /// of two dividing it) is at least `align`; if no slab class qualifies, a page run of
-    /// `max(size, align)` bytes rounded up to a power-of-two number of pages, aligned to its size.
-    /// Runs above [`max_natural_align`](Self::max_natural_align) are page-aligned only, so an
-    /// alignment above the page size fails for them.
+    /// `max(size, align)` bytes rounded up to a power-of-two number of pages, aligned to its size,
+    /// while that is at most [`max_natural_align`](Self::max_natural_align); beyond, a huge
+    /// segment of its own: `size` rounded up to whole pages, aligned to `max(align, page)`.
+    /// Every power-of-two alignment succeeds that the page source can map; `None` means out of
+    /// memory (an arena without a free run that large and that aligned).
     pub fn kmalloc_aligned(&self, size: usize, align: usize, gfp: Gfp) -> Option<NonNull<u8>> {
         self.kmalloc_checked(size, align, gfp, 0)
             .unwrap_or_else(|e| corrupted(e))
@@ -93,27 +95,10 @@ impl<P: PageSource> Kmalloc<P> {
         Ok(Some(p))
     }
 
-    /// A page run or a huge segment for a request of `size` bytes aligned to `align`, counted
-    /// in the page layer's usage.
+    /// A page run or a huge segment for a request of `size` bytes aligned to `align`
+    /// (`large.rs`).
     pub(super) fn alloc_large(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
-        let bytes = size.max(align);
-        let pages = bytes.max(1).checked_add(self.page_size() - 1)? >> self.page_shift;
-        let order = pages.checked_next_power_of_two()?.trailing_zeros();
-        let mut pl = self.pages.lock();
-        let (p, got) = if order <= self.max_run_order {
-            // A large run's `cache` field holds its order: `ksize` reads it without the
-            // page-layer lock (`link.order` belongs to that lock).
-            let (seg, i) = pl.alloc_run(&self.map, order, PageKind::Large, order as u16)?;
-            // SAFETY: the run lies in `seg`.
-            let p = unsafe { SegmentHeader::page_ptr(seg, i, self.page_shift) };
-            (NonNull::new(p)?, self.page_size() << order)
-        } else if align <= self.page_size() {
-            pl.alloc_huge(&self.map, bytes)?
-        } else {
-            return None;
-        };
-        pl.usage.alloc(size, got, 1);
-        Some(p)
+        self.pages.lock().alloc_large(&self.map, size, align)
     }
 
     /// Frees an allocation from kmalloc or any cache of this allocator. Null is ignored.
@@ -174,34 +159,16 @@ impl<P: PageSource> Kmalloc<P> {
                 if expect.is_some() {
                     return Err(FreeError::WrongCache(addr));
                 }
-                let mut pl = self.pages.lock();
-                // SAFETY: large-run descriptors are stable under the page-layer lock.
-                unsafe {
-                    let d = SegmentHeader::desc_ptr(seg, head);
-                    if !is_large_object(d)
-                        || SegmentHeader::page_ptr(seg, head, self.page_shift) as usize != addr
-                    {
-                        return Err(FreeError::InvalidPointer(addr));
-                    }
-                    let size = self.page_size() << (*d).link.order;
-                    pl.free_run(&self.map, seg, head);
-                    pl.usage.free(size, 1);
-                }
-                Ok(())
+                // SAFETY: `seg` is a registered normal segment holding `addr`; the caller gives
+                // the allocation up.
+                unsafe { self.pages.lock().free_large_run(&self.map, seg, head, addr) }
             }
-            Loc::Huge { seg, start, end } => {
+            Loc::Huge { seg, start, .. } => {
                 if addr != start || expect.is_some() {
                     return Err(FreeError::InvalidPointer(addr));
                 }
-                let mut pl = self.pages.lock();
-                // Re-check under the lock: a racing free may have released it.
-                if self.map.lookup(seg as usize).is_none() {
-                    return Err(FreeError::DoubleFree(addr));
-                }
-                // SAFETY: a live huge segment whose object the caller gives up.
-                unsafe { pl.free_huge(&self.map, seg) };
-                pl.usage.free(end - start, 1);
-                Ok(())
+                // SAFETY: found as a huge segment; the caller gives its object up.
+                unsafe { self.pages.lock().free_huge_object(&self.map, seg, addr) }
             }
             Loc::Header { .. } | Loc::FreePage | Loc::Foreign => {
                 Err(FreeError::InvalidPointer(addr))
@@ -227,12 +194,12 @@ impl<P: PageSource> Kmalloc<P> {
                     .then_some(c.size)
             }
             // SAFETY: descriptors of a registered segment stay readable; only atomics are read
-            // (a large run's order is in its `cache` field, set before its kind is published).
+            // (a large run's length is in its `cache` field, set before its kind is published).
             Loc::Large { seg, head } => unsafe {
                 let d = SegmentHeader::desc_ptr(seg, head);
                 let start = SegmentHeader::page_ptr(seg, head, self.page_shift) as usize;
                 (is_large_object(d) && start == addr)
-                    .then(|| self.page_size() << (*d).cache.load(Ordering::Acquire))
+                    .then(|| ((*d).cache.load(Ordering::Acquire) as usize) << self.page_shift)
             },
             Loc::Huge { start, end, .. } => (addr == start).then_some(end - start),
             _ => None,
@@ -264,15 +231,7 @@ impl<P: PageSource> Kmalloc<P> {
     pub fn kmalloc_size_roundup(&self, size: usize) -> usize {
         match self.classes.class_for(size) {
             Some(c) => c,
-            None => {
-                let pages = size.div_ceil(self.page_size());
-                let order = pages.next_power_of_two().trailing_zeros();
-                if order <= self.max_run_order {
-                    self.page_size() << order
-                } else {
-                    pages << self.page_shift
-                }
-            }
+            None => size.div_ceil(self.page_size()) << self.page_shift,
         }
     }
 

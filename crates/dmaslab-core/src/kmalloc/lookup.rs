@@ -6,7 +6,8 @@ use super::*;
 impl<P: PageSource> Kmalloc<P> {
     pub(super) fn locate(&self, addr: usize) -> Loc {
         let seg_addr = addr & !((1usize << self.seg_shift) - 1);
-        let Some(seg) = self.map.lookup(seg_addr) else {
+        let found = self.map.lookup(seg_addr);
+        let Some(seg) = found.or_else(|| huge_below(&self.map, seg_addr, self.seg_shift)) else {
             return Loc::Foreign;
         };
         // SAFETY: the map holds only live segments.
@@ -49,7 +50,8 @@ impl<P: PageSource> Kmalloc<P> {
     ///
     /// # Safety
     /// `seg` is a segment registered in the map (headers are never freed while registered), and
-    /// `addr` lies in its first `1 << seg_shift` bytes.
+    /// `addr` lies in its first `1 << seg_shift` bytes (a huge segment's: its first two
+    /// segments).
     #[inline]
     pub(super) unsafe fn locate_in(&self, seg: *mut SegmentHeader, addr: usize) -> Loc {
         // SAFETY: `seg` is live (caller).
@@ -58,12 +60,13 @@ impl<P: PageSource> Kmalloc<P> {
                 return Loc::Foreign;
             }
             if (*seg).kind == SEG_HUGE {
-                let start = seg as usize + self.page_size();
-                let end = seg as usize + (self.page_size() << (*seg).order);
-                return if addr >= start {
-                    Loc::Huge { seg, start, end }
-                } else {
-                    Loc::Header { seg, pages: 1 }
+                return match huge_object(seg) {
+                    _ if addr < seg as usize + self.page_size() => Loc::Header { seg, pages: 1 },
+                    Some((start, end)) if addr >= start && addr < end => {
+                        Loc::Huge { seg, start, end }
+                    }
+                    Some((_, end)) if addr >= end => Loc::Foreign,
+                    _ => Loc::FreePage,
                 };
             }
             let i = SegmentHeader::page_index(seg, addr, self.page_shift);
@@ -254,14 +257,11 @@ impl<P: PageSource> Kmalloc<P> {
                         return Owner::Unused;
                     }
                     let start = SegmentHeader::page_ptr(seg, head, self.page_shift) as usize;
+                    let size = run_pages(d) << self.page_shift;
                     if (*d).cache.load(Ordering::Acquire) == META_CACHE {
-                        let size = self.page_size() << (*d).link.order;
                         return Owner::Metadata { start, size };
                     }
-                    Owner::Large {
-                        start,
-                        size: self.page_size() << (*d).link.order,
-                    }
+                    Owner::Large { start, size }
                 }
             }
             Loc::Huge { start, end, .. } => Owner::Large {

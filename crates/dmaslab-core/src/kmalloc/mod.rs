@@ -20,6 +20,7 @@ use crate::debug::{Finding, SiteTable};
 use crate::depot::{Depot, DepotLists};
 use crate::divisor::Divisor;
 use crate::kmem_cache::{CacheEnv, Ctor, FreeError, KmemCache, META_CACHE};
+use crate::large::{huge_below, huge_object, is_large_object, run_pages};
 use crate::page_layer::PageLayer;
 use crate::page_source::PageSource;
 use crate::policy::{Config, ConfigError, Gfp, Policy, DMA_MINALIGNS};
@@ -451,7 +452,8 @@ impl<P: PageSource> Kmalloc<P> {
     }
 
     /// The largest size (and alignment) a large run is naturally aligned to: half a segment.
-    /// Larger allocations get a huge segment of their own and are page-aligned only.
+    /// Larger allocations get a huge segment of their own and are page-aligned only, unless
+    /// [`kmalloc_aligned`](Self::kmalloc_aligned) asks for more.
     pub fn max_natural_align(&self) -> usize {
         self.page_size() << self.max_run_order
     }
@@ -527,32 +529,11 @@ impl<P: PageSource> Kmalloc<P> {
 impl<P: PageSource> Drop for Kmalloc<P> {
     fn drop(&mut self) {
         let pl = self.pages.get_mut();
-        let seg_order = pl.seg_order;
         // SAFETY: `&mut self`: no other user; every registered segment came from the source.
         unsafe {
-            self.map.drain(|seg| {
-                let h = seg.as_ptr().cast::<SegmentHeader>();
-                let order = if (*h).kind == SEG_HUGE {
-                    (*h).order as u32
-                } else {
-                    seg_order
-                };
-                SegmentHeader::kill(h);
-                pl.source.free_pages(seg, order);
-            });
+            self.map.drain(|seg| pl.drop_segment(seg));
             self.map.release(&mut pl.source);
         }
-    }
-}
-
-/// Does descriptor `d` head a large kmalloc run (not the debug call-site table)?
-///
-/// # Safety
-/// `d` is a live descriptor; the caller holds the page-layer lock.
-unsafe fn is_large_object(d: *const PageDesc) -> bool {
-    // SAFETY: as the caller promises; atomic fields only.
-    unsafe {
-        PageDesc::kind_of(d) == PageKind::Large && (*d).cache.load(Ordering::Acquire) != META_CACHE
     }
 }
 

@@ -12,6 +12,7 @@ impl<P: PageSource> Kmalloc<P> {
     /// slab pages, and the pages of the segments held the sum of header, slab, large and free
     /// pages. Calls `found` for each problem and returns how many there were.
     pub fn validate(&self, mut found: impl FnMut(&Finding)) -> usize {
+        self.pages.lock().validate_huge_cache(&self.map);
         // Every cache lock at once (in index order, then the page layer's: the lock order), so
         // that the sums are exact while other threads allocate.
         let caches: [SpinGuard<'_, KmemCache>; MAX_CACHES] =

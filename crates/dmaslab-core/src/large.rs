@@ -1,0 +1,453 @@
+//! Large kmalloc allocations: page runs inside segments, and huge segments of their own for
+//! what does not fit a run (larger than half a segment, or aligned beyond it).
+//!
+//! A request costs its size rounded up to pages. A run is carved from the buddy block of the
+//! next power of two (so a 2^k request is aligned to 2^k, and any run to the largest power of
+//! two dividing its size) and the block's tail beyond the request goes straight back to the
+//! free lists ([`PageLayer::alloc_pages_exact`]). A request that would take a block of the
+//! largest run order while owing only page alignment gets a huge segment instead: a segment
+//! has one such block, so the run would cost the whole segment's address space.
+//!
+//! A huge segment is a span of exactly the pages it needs from [`PageSource::alloc_span`]: one
+//! header page, then the object at `object_off` = the requested alignment clamped to
+//! `page..=segment`. The span is aligned so that the header is segment-aligned (the segment map
+//! finds it by masking a pointer) and the object is aligned as asked: for an alignment above a
+//! segment the object starts one segment after the header, at the alignment, and a lookup that
+//! misses its own segment tries the one below ([`huge_below`]). Any power-of-two alignment the
+//! source can map succeeds; a source that cannot (an arena too small) answers `None`.
+
+use crate::kmem_cache::{FreeError, META_CACHE};
+use crate::page_layer::PageLayer;
+use crate::page_source::PageSource;
+use crate::segment::{HugeInfo, PageDesc, PageKind, SegmentHeader, SEG_HUGE};
+use crate::segment_map::SegmentMap;
+use crate::size_class::natural_align;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+/// Freed huge segments the cache keeps at most.
+pub const HUGE_CACHE_SLOTS: usize = 16;
+/// Bytes of freed huge segments the cache keeps at most (beyond, the oldest go back).
+pub const HUGE_CACHE_BYTES: usize = 64 << 20;
+/// A cached huge segment idle this long goes back to the page source (with a clock)...
+const DECAY_MS: u64 = 1000;
+/// ... or, without one, after this many large allocations and frees.
+const DECAY_OPS: u64 = 1024;
+/// A cached segment serves a request only if its object wastes at most 1/this of itself.
+const FIT_SLACK: usize = 4;
+
+/// Freed huge segments kept, mapped and resident, for the next large requests (malloc-large:
+/// blocks of a few MiB allocated and freed over and over would otherwise map, fault in and
+/// unmap each time).
+///
+/// # Invariants
+/// `segs[..len]` are registered huge segments with `cached` set and no object, oldest first;
+/// `pages` is the sum of their spans, at most `HUGE_CACHE_BYTES` worth. `ops` counts large
+/// allocations and frees (the clock of a source without one).
+pub(crate) struct HugeCache {
+    segs: [*mut SegmentHeader; HUGE_CACHE_SLOTS],
+    len: usize,
+    pages: usize,
+    ops: u64,
+}
+
+impl HugeCache {
+    pub(crate) const EMPTY: HugeCache = HugeCache {
+        segs: [core::ptr::null_mut(); HUGE_CACHE_SLOTS],
+        len: 0,
+        pages: 0,
+        ops: 0,
+    };
+
+    fn remove(&mut self, at: usize) -> *mut SegmentHeader {
+        let seg = self.segs[at];
+        self.segs.copy_within(at + 1..self.len, at);
+        self.len -= 1;
+        seg
+    }
+}
+
+impl<P: PageSource> PageLayer<P> {
+    /// A page run or a huge segment for `size` bytes aligned to `align` (a power of two),
+    /// counted in the page layer's usage.
+    pub(crate) fn alloc_large(
+        &mut self,
+        map: &SegmentMap,
+        size: usize,
+        align: usize,
+    ) -> Option<NonNull<u8>> {
+        let page = 1usize << self.page_shift;
+        let pages = size.max(1).checked_add(page - 1)? >> self.page_shift;
+        // Natural alignment (the largest power of two dividing the size) is owed up to half a
+        // segment.
+        let natural = if size <= page << self.max_run_order() {
+            natural_align(size.max(1))
+        } else {
+            1
+        };
+        let align = align.max(natural).max(page);
+        let order = pages
+            .checked_next_power_of_two()?
+            .max(align >> self.page_shift)
+            .trailing_zeros();
+        // A run of the largest order takes the one such block a segment has (its header
+        // fragments the other half): when only page alignment is owed, a huge segment of the
+        // exact pages costs less address space.
+        let exact_huge = order == self.max_run_order() && align == page;
+        let (p, got) = if order <= self.max_run_order() && !exact_huge {
+            // A large run's `cache` field holds its length in pages: `ksize` reads it without
+            // the page-layer lock (`freelist` belongs to that lock). Runs are at most half a
+            // segment, and segments at most 2^16 pages, so the length fits.
+            let (seg, i) =
+                self.alloc_pages_exact(map, order, pages, PageKind::Large, pages as u16)?;
+            // SAFETY: the run lies in `seg`.
+            let p = unsafe { SegmentHeader::page_ptr(seg, i, self.page_shift) };
+            (NonNull::new(p)?, pages << self.page_shift)
+        } else {
+            self.alloc_huge(map, pages, align)?
+        };
+        self.usage.alloc(size, got, 1);
+        self.tick();
+        self.decay(map);
+        Some(p)
+    }
+
+    /// Frees the large run whose head is page `head` of `seg`, if `addr` is its start.
+    ///
+    /// # Safety
+    /// `seg` is a registered normal segment holding `addr`; the caller gives the allocation at
+    /// `addr` up.
+    pub(crate) unsafe fn free_large_run(
+        &mut self,
+        map: &SegmentMap,
+        seg: *mut SegmentHeader,
+        head: usize,
+        addr: usize,
+    ) -> Result<(), FreeError> {
+        // SAFETY: large-run descriptors are stable under the page-layer lock (we hold it).
+        unsafe {
+            let d = SegmentHeader::desc_ptr(seg, head);
+            if !is_large_object(d)
+                || SegmentHeader::page_ptr(seg, head, self.page_shift) as usize != addr
+            {
+                return Err(FreeError::InvalidPointer(addr));
+            }
+            let size = run_pages(d) << self.page_shift;
+            self.free_run(map, seg, head);
+            self.usage.free(size, 1);
+        }
+        self.tick();
+        self.decay(map);
+        Ok(())
+    }
+
+    /// A huge segment for `pages` pages aligned to `align` (a power of two, at least a page);
+    /// returns the object's address and its usable size.
+    fn alloc_huge(
+        &mut self,
+        map: &SegmentMap,
+        pages: usize,
+        align: usize,
+    ) -> Option<(NonNull<u8>, usize)> {
+        let page = 1usize << self.page_shift;
+        let seg_bytes = page << self.seg_order;
+        let object_off = align.clamp(page, seg_bytes);
+        let (span_align, span_offset) = if align > seg_bytes {
+            (align, seg_bytes)
+        } else {
+            (seg_bytes, 0)
+        };
+        let span_pages = (object_off >> self.page_shift).checked_add(pages)?;
+        let object_len = pages.checked_mul(page)?;
+        if let Some(hit) = self.take_cached(object_len, align) {
+            return Some(hit);
+        }
+        let run = match self.source.alloc_span(span_pages, span_align, span_offset) {
+            Some(run) => run,
+            None if self.huge_cache.len > 0 => {
+                // The cache may hold what the source lacks (an arena): give it back, retry.
+                self.flush_huge_cache(map);
+                self.source
+                    .alloc_span(span_pages, span_align, span_offset)?
+            }
+            None => return None,
+        };
+        debug_assert_eq!((run.as_ptr() as usize + span_offset) % span_align, 0);
+        // SAFETY: the page-layer lock is held (we have `&mut self`).
+        if !unsafe { map.insert(&mut self.source, run) } {
+            // SAFETY: just taken from the source with these arguments, unused.
+            unsafe {
+                self.source
+                    .free_span(run, span_pages, span_align, span_offset)
+            };
+            return None;
+        }
+        // SAFETY: the span is ours, segment-aligned and at least two pages; its header page
+        // holds the header and the info.
+        let p = unsafe {
+            let seg = SegmentHeader::init(run.as_ptr(), SEG_HUGE, 0, page);
+            SegmentHeader::huge_info(seg).write(HugeInfo {
+                object_off,
+                object_len: AtomicUsize::new(object_len),
+                cached: AtomicBool::new(false),
+                cached_at: 0,
+                span_pages,
+                span_align,
+                span_offset,
+            });
+            run.as_ptr().add(object_off)
+        };
+        self.counts.huge_pages += span_pages;
+        self.note_peak();
+        Some((NonNull::new(p)?, object_len))
+    }
+
+    /// Frees the object of huge segment `seg` at `addr` (its start, checked by the caller).
+    ///
+    /// # Safety
+    /// `seg` was found as a huge segment by a lookup; the caller gives the allocation up.
+    pub(crate) unsafe fn free_huge_object(
+        &mut self,
+        map: &SegmentMap,
+        seg: *mut SegmentHeader,
+        addr: usize,
+    ) -> Result<(), FreeError> {
+        // Re-check under the lock: a racing free may have released it.
+        if map.lookup(seg as usize).is_none() {
+            return Err(FreeError::DoubleFree(addr));
+        }
+        // SAFETY: a live huge segment (registered, under the lock) whose object the caller
+        // gives up.
+        unsafe {
+            let info = SegmentHeader::huge_info(seg);
+            if (*info).cached.load(Ordering::Relaxed) {
+                return Err(FreeError::DoubleFree(addr));
+            }
+            let len = (*info).object_len.load(Ordering::Relaxed);
+            self.usage.free(len, 1);
+            let now = self.tick();
+            if (*info).span_pages << self.page_shift <= HUGE_CACHE_BYTES {
+                if self.huge_cache.len == HUGE_CACHE_SLOTS {
+                    let old = self.huge_cache.remove(0);
+                    self.uncache(map, old);
+                }
+                (*info).cached.store(true, Ordering::Release);
+                (*info).cached_at = now;
+                let c = &mut self.huge_cache;
+                c.segs[c.len] = seg;
+                c.len += 1;
+                c.pages += (*info).span_pages;
+                self.counts.cached_huge_pages += (*info).span_pages;
+                while self.huge_cache.pages << self.page_shift > HUGE_CACHE_BYTES {
+                    let old = self.huge_cache.remove(0);
+                    self.uncache(map, old);
+                }
+            } else {
+                self.release_huge(map, seg);
+            }
+        }
+        self.decay(map);
+        Ok(())
+    }
+
+    /// The page layer's clock: the source's milliseconds, or else the count of large
+    /// allocations and frees (advanced here).
+    fn tick(&mut self) -> u64 {
+        self.huge_cache.ops += 1;
+        self.source.now_ms().unwrap_or(self.huge_cache.ops)
+    }
+
+    /// Gives back cached huge segments idle for [`DECAY_MS`] (or [`DECAY_OPS`] operations).
+    pub(crate) fn decay(&mut self, map: &SegmentMap) {
+        if self.huge_cache.len == 0 {
+            return;
+        }
+        let (now, idle) = match self.source.now_ms() {
+            Some(ms) => (ms, DECAY_MS),
+            None => (self.huge_cache.ops, DECAY_OPS),
+        };
+        // Oldest first: stop at the first one still fresh.
+        while self.huge_cache.len > 0 {
+            let seg = self.huge_cache.segs[0];
+            // SAFETY: cached entries are live huge segments (cache invariant).
+            let at = unsafe { (*SegmentHeader::huge_info(seg)).cached_at };
+            if now.wrapping_sub(at) < idle {
+                break;
+            }
+            self.huge_cache.remove(0);
+            // SAFETY: just taken off the cache.
+            unsafe { self.uncache(map, seg) };
+        }
+    }
+
+    /// Gives every cached huge segment back to the source.
+    pub(crate) fn flush_huge_cache(&mut self, map: &SegmentMap) {
+        while self.huge_cache.len > 0 {
+            let seg = self.huge_cache.remove(0);
+            // SAFETY: just taken off the cache.
+            unsafe { self.uncache(map, seg) };
+        }
+    }
+
+    /// Releases `seg`, just taken off the cache.
+    ///
+    /// # Safety
+    /// `seg` was a cache entry (a live huge segment without an object).
+    unsafe fn uncache(&mut self, map: &SegmentMap, seg: *mut SegmentHeader) {
+        // SAFETY: as the caller promises.
+        unsafe {
+            let pages = (*SegmentHeader::huge_info(seg)).span_pages;
+            self.huge_cache.pages -= pages;
+            self.counts.cached_huge_pages -= pages;
+            self.release_huge(map, seg);
+        }
+    }
+
+    /// The best-fitting cached huge segment for `len` bytes aligned to `align`: the smallest
+    /// object of at least `len` that wastes at most a quarter of itself. Returns its object.
+    fn take_cached(&mut self, len: usize, align: usize) -> Option<(NonNull<u8>, usize)> {
+        let c = &self.huge_cache;
+        let mut best: Option<(usize, usize)> = None;
+        for (at, &seg) in c.segs[..c.len].iter().enumerate() {
+            // SAFETY: cached entries are live huge segments (cache invariant).
+            let (start, have) = unsafe {
+                let info = &*SegmentHeader::huge_info(seg);
+                (
+                    seg as usize + info.object_off,
+                    info.object_len.load(Ordering::Relaxed),
+                )
+            };
+            let fits = have >= len && have - len <= have / FIT_SLACK && start % align == 0;
+            if fits && best.is_none_or(|(_, b)| have < b) {
+                best = Some((at, have));
+            }
+        }
+        let (at, have) = best?;
+        let seg = self.huge_cache.remove(at);
+        // SAFETY: a live huge segment just taken off the cache; its object is handed out.
+        unsafe {
+            let info = &*SegmentHeader::huge_info(seg);
+            self.huge_cache.pages -= info.span_pages;
+            self.counts.cached_huge_pages -= info.span_pages;
+            info.cached.store(false, Ordering::Release);
+            self.tick();
+            NonNull::new(seg.cast::<u8>().add(info.object_off)).map(|p| (p, have))
+        }
+    }
+
+    /// Checks the cache's invariant; panics naming the first breach (an internal bug).
+    pub(crate) fn validate_huge_cache(&self, map: &SegmentMap) {
+        let c = &self.huge_cache;
+        let mut pages = 0;
+        for &seg in &c.segs[..c.len] {
+            assert!(
+                map.lookup(seg as usize).is_some(),
+                "huge cache: {seg:p} is not registered"
+            );
+            // SAFETY: registered, so its header is readable.
+            unsafe {
+                assert!((*seg).kind == SEG_HUGE, "huge cache: {seg:p} is not huge");
+                let info = &*SegmentHeader::huge_info(seg);
+                assert!(
+                    info.cached.load(Ordering::Relaxed),
+                    "huge cache: {seg:p} not marked"
+                );
+                pages += info.span_pages;
+            }
+        }
+        assert_eq!(
+            pages, c.pages,
+            "huge cache: pages held != sum of its segments"
+        );
+        assert_eq!(pages, self.counts.cached_huge_pages, "huge cache: counts");
+        assert!(
+            pages << self.page_shift <= HUGE_CACHE_BYTES,
+            "huge cache over its cap"
+        );
+    }
+
+    /// Unregisters huge segment `seg` and gives its span back to the source.
+    ///
+    /// # Safety
+    /// `seg` is a live registered huge segment whose object is no longer used.
+    unsafe fn release_huge(&mut self, map: &SegmentMap, seg: *mut SegmentHeader) {
+        // SAFETY: live huge segment (caller).
+        unsafe {
+            let info = &*SegmentHeader::huge_info(seg);
+            let (pages, align, offset) = (info.span_pages, info.span_align, info.span_offset);
+            map.remove(seg as usize);
+            SegmentHeader::kill(seg);
+            self.counts.huge_pages -= pages;
+            self.source
+                .free_span(NonNull::new_unchecked(seg.cast()), pages, align, offset);
+        }
+    }
+
+    /// Gives the memory of registered segment `seg` back to the source, whatever its state (for
+    /// dropping the allocator).
+    ///
+    /// # Safety
+    /// `seg` is registered and nothing uses it any more; it is unregistered by the caller.
+    pub(crate) unsafe fn drop_segment(&mut self, seg: NonNull<u8>) {
+        let h = seg.as_ptr().cast::<SegmentHeader>();
+        // SAFETY: a registered segment (caller) has a live header.
+        unsafe {
+            if (*h).kind == SEG_HUGE {
+                let info = &*SegmentHeader::huge_info(h);
+                let (pages, align, offset) = (info.span_pages, info.span_align, info.span_offset);
+                SegmentHeader::kill(h);
+                self.source.free_span(seg, pages, align, offset);
+            } else {
+                SegmentHeader::kill(h);
+                self.source.free_pages(seg, self.seg_order);
+            }
+        }
+    }
+}
+
+/// The huge segment one segment below `window` (a segment boundary), for a pointer whose own
+/// segment is not registered: a huge object reaches into the segment after its header's (and
+/// one aligned beyond a segment starts there).
+pub(crate) fn huge_below(map: &SegmentMap, window: usize, seg_shift: u32) -> Option<NonNull<u8>> {
+    let seg = map.lookup(window.checked_sub(1 << seg_shift)?)?;
+    let h = seg.as_ptr().cast::<SegmentHeader>();
+    // SAFETY: the map holds only registered segments, whose headers stay readable.
+    let huge = unsafe { SegmentHeader::is_live(h) && (*h).kind == SEG_HUGE };
+    huge.then_some(seg)
+}
+
+/// The object of huge segment `seg` as `(start, end)`, or `None` while the segment holds none.
+///
+/// # Safety
+/// `seg` is a registered huge segment.
+pub(crate) unsafe fn huge_object(seg: *mut SegmentHeader) -> Option<(usize, usize)> {
+    // SAFETY: a registered huge segment's info is readable (caller); atomics only change.
+    unsafe {
+        let info = &*SegmentHeader::huge_info(seg);
+        if info.cached.load(Ordering::Acquire) {
+            return None;
+        }
+        let start = seg as usize + info.object_off;
+        Some((start, start + info.object_len.load(Ordering::Acquire)))
+    }
+}
+
+/// The length in pages of the large run `d` heads.
+///
+/// # Safety
+/// `d` heads a large run; the caller holds the page-layer lock.
+pub(crate) unsafe fn run_pages(d: *const PageDesc) -> usize {
+    // SAFETY: as the caller promises.
+    unsafe { (*d).freelist as usize }
+}
+
+/// Does descriptor `d` head a large kmalloc run (not the debug call-site table)?
+///
+/// # Safety
+/// `d` is a live descriptor; the caller holds the page-layer lock.
+pub(crate) unsafe fn is_large_object(d: *const PageDesc) -> bool {
+    // SAFETY: as the caller promises; atomic fields only.
+    unsafe {
+        PageDesc::kind_of(d) == PageKind::Large && (*d).cache.load(Ordering::Acquire) != META_CACHE
+    }
+}

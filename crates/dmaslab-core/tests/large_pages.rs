@@ -1,0 +1,138 @@
+//! What a large request costs (issue 13): its size rounded up to pages, with natural alignment
+//! kept exactly (2^k to 2^k, and any size to the largest power of two dividing it, up to
+//! `max_natural_align`); the page layer's counts add up after every step.
+
+mod common;
+
+use common::{natural_align, region};
+use dmaslab_core::{Gfp, Kmalloc, PageSource, Policy};
+
+/// The page layer's pages add up: every page of every segment is a header, slab, large or free
+/// page.
+fn check_sum<P: PageSource>(k: &Kmalloc<P>) {
+    let c = k.totals().pages;
+    assert_eq!(
+        c.header_pages + c.slab_pages + c.large_pages + c.free_pages,
+        c.segment_pages,
+        "{c:?}"
+    );
+}
+
+#[test]
+fn runs_cost_their_pages_and_keep_natural_alignment() {
+    let mut mem = region(if cfg!(miri) { 1 << 20 } else { 8 << 20 });
+    let k = common::kmalloc(&mut mem, Policy::C, 64);
+    let page = k.page_size();
+    let max = k.max_natural_align();
+    let mut live = Vec::new();
+    let mut sizes = Vec::new();
+    let mut s = 8192 + 1;
+    while s <= max {
+        sizes.extend([s - 1, s, s + 1, 3 * (s - 1) / 2]);
+        s = (s - 1) * 2 + 1;
+    }
+    for size in sizes.into_iter().filter(|&s| s > 8192 && s <= max) {
+        let before = k.totals().pages.large_pages;
+        let p = k.kmalloc(size, Gfp::KERNEL).expect("a large run").as_ptr();
+        let pages = size.div_ceil(page);
+        let addr = p as usize;
+        assert_eq!(k.ksize(p), Some(pages * page), "size {size}");
+        assert_eq!(addr % natural_align(size).max(page), 0, "size {size}");
+        let c = k.totals().pages;
+        assert!(
+            c.large_pages == before + pages || c.huge_pages > 0,
+            "size {size}: {pages} pages, counts {c:?}"
+        );
+        check_sum(&k);
+        live.push(p);
+    }
+    for p in live {
+        // SAFETY: live, freed once.
+        unsafe { k.kfree(p).unwrap() };
+        check_sum(&k);
+    }
+    assert_eq!(k.totals().pages.large_pages, 0);
+}
+
+#[test]
+fn the_tail_of_a_run_serves_the_next_request() {
+    let mut mem = region(if cfg!(miri) { 1 << 20 } else { 4 << 20 });
+    let k = common::kmalloc(&mut mem, Policy::B, 64);
+    let page = k.page_size();
+    // 9 pages out of a 16-page block: pages 9..16 go back at once, and a 4-page request (the
+    // smallest order that fits, naturally aligned) is served from them, inside the same block.
+    let a = k.kmalloc(9 * page - 100, Gfp::KERNEL).unwrap().as_ptr() as usize;
+    let b = k.kmalloc(4 * page, Gfp::KERNEL).unwrap().as_ptr() as usize;
+    let c = k.kmalloc(3 * page, Gfp::KERNEL).unwrap().as_ptr() as usize;
+    assert_eq!(a % (16 * page), 0, "carved from an aligned 16-page block");
+    assert_eq!(b, a + 12 * page, "the 4-page tail block");
+    assert_eq!(c % (4 * page), 0);
+    assert_eq!(k.totals().pages.large_pages, 9 + 4 + 3);
+    check_sum(&k);
+    for p in [a, b, c] {
+        // SAFETY: live, freed once.
+        unsafe { k.kfree(p as *mut u8).unwrap() };
+    }
+    check_sum(&k);
+}
+
+#[cfg(not(miri))]
+#[test]
+fn huge_segments_cost_their_pages_plus_a_header() {
+    let k = Kmalloc::new(
+        dmaslab_core::MmapPageSource::new(),
+        dmaslab_core::Config::new(Policy::C),
+    )
+    .unwrap();
+    let page = k.page_size();
+    let max = k.max_natural_align();
+    for size in [max - 1, max + 1, 3 * max + 5, 7 * max] {
+        let p = k.kmalloc(size, Gfp::KERNEL).unwrap().as_ptr();
+        let pages = size.div_ceil(page);
+        assert_eq!(k.ksize(p), Some(pages * page), "size {size}");
+        let c = k.totals().pages;
+        assert_eq!(c.huge_pages - c.cached_huge_pages, pages + 1, "size {size}");
+        // SAFETY: live, freed once.
+        unsafe { k.kfree(p).unwrap() };
+    }
+    // 2^k up to the limit stays naturally aligned (a run, not a huge segment).
+    let p = k.kmalloc(max, Gfp::KERNEL).unwrap().as_ptr();
+    assert_eq!(p as usize % max, 0);
+    let c = k.totals().pages;
+    assert_eq!(c.huge_pages, c.cached_huge_pages);
+    // SAFETY: live, freed once.
+    unsafe { k.kfree(p).unwrap() };
+}
+
+#[test]
+fn freed_huge_segments_are_reused_and_decay() {
+    let mut mem = region(if cfg!(miri) { 2 << 20 } else { 8 << 20 });
+    let k = common::kmalloc(&mut mem, Policy::C, 64);
+    let seg = k.max_natural_align() * 2;
+    let size = seg + 3 * k.page_size() + 1;
+    let p = k.kmalloc(size, Gfp::KERNEL).unwrap().as_ptr();
+    // SAFETY: live, freed once.
+    unsafe { k.kfree(p).unwrap() };
+    let c = k.totals().pages;
+    assert!(
+        c.cached_huge_pages > 0 && c.cached_huge_pages == c.huge_pages,
+        "{c:?}"
+    );
+    assert_eq!(k.validate(|f| panic!("validate: {f}")), 0);
+    // SAFETY: freed: a second free is refused while it waits in the cache.
+    assert!(unsafe { k.kfree(p) }.is_err());
+    let q = k.kmalloc(size - 100, Gfp::KERNEL).unwrap().as_ptr();
+    assert_eq!(q, p, "the cached segment is reused");
+    assert_eq!(k.totals().pages.cached_huge_pages, 0);
+    // SAFETY: live, freed once.
+    unsafe { k.kfree(q).unwrap() };
+    // No clock in an arena: the cache decays after 1024 large operations.
+    for _ in 0..600 {
+        let r = k.kmalloc(3 * k.page_size(), Gfp::KERNEL).unwrap().as_ptr();
+        // SAFETY: live, freed once.
+        unsafe { k.kfree(r).unwrap() };
+    }
+    let c = k.totals().pages;
+    assert_eq!((c.cached_huge_pages, c.huge_pages), (0, 0), "decayed");
+    assert_eq!(k.validate(|f| panic!("validate: {f}")), 0);
+}
