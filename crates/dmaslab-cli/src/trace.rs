@@ -4,6 +4,7 @@
 use crate::CliError;
 use dmaslab_core::DMA_MINALIGNS;
 use dmaslab_trace::{analyse, parse, record, DEFAULT_MINALIGNS};
+use dmaslab_trace::{REAL_STREAM as FIXTURE, REAL_STREAM_PATH as FIXTURE_NAME};
 use std::io::Read as _;
 use std::path::PathBuf;
 
@@ -161,10 +162,6 @@ fn run_record(output: PathBuf, seconds: Option<f64>, command: Vec<String>) -> Re
         _ => Ok(()),
     }
 }
-
-/// The committed real trace `dmaslab report` replays (see its README for how it was recorded).
-const FIXTURE: &[u8] = include_bytes!("../../dmaslab-trace/fixtures/real-fs-pipe-tcp.trace.gz");
-const FIXTURE_NAME: &str = "crates/dmaslab-trace/fixtures/real-fs-pipe-tcp.trace.gz";
 
 /// For `dmaslab report`: the committed real kernel stream under every policy, as text and JSON.
 pub fn report_section() -> (String, serde_json::Value) {

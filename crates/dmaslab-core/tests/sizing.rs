@@ -76,6 +76,10 @@ fn table() -> String {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "reads docs/firmware.md, and Miri isolates the file system"
+)]
 fn docs_firmware_sizing_table_is_measured() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/firmware.md");
     let doc = std::fs::read_to_string(path).expect("docs/firmware.md");

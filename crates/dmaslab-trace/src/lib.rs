@@ -46,6 +46,13 @@ pub use render::{json, text};
 pub use replay::{replay, OutOfArena, PolicyRun, Setup, SAMPLES};
 pub use svg::svg;
 
+/// The committed real kernel stream (gzipped ftrace text) that `dmaslab report` replays; its
+/// folder's README says how it was recorded. Embedded here so that it ships inside this crate's
+/// package and any user of the crate replays the same bytes.
+pub const REAL_STREAM: &[u8] = include_bytes!("../fixtures/real-fs-pipe-tcp.trace.gz");
+/// Where [`REAL_STREAM`] lives in the repository.
+pub const REAL_STREAM_PATH: &str = "crates/dmaslab-trace/fixtures/real-fs-pipe-tcp.trace.gz";
+
 /// The text of a trace file: gunzipped when it starts with gzip's magic bytes, invalid UTF-8
 /// replaced. The error is one line.
 pub fn text_of(bytes: &[u8]) -> Result<String, String> {
