@@ -1,41 +1,10 @@
 //! `dmaslab cost` end to end: the built binary on the seed, on stdin, and on bad input (exit
 //! status 2, one line on stderr naming line and field, nothing on stdout).
 
-use std::io::Write as _;
-use std::process::{Command, Output, Stdio};
+mod cli;
 
-fn dmaslab(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dmaslab"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run dmaslab");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8(b.to_vec()).unwrap()
-}
-
-/// Exit 2, empty stdout, exactly one stderr line, which contains `want`.
-fn assert_rejected(out: &Output, want: &str) {
-    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
-    assert_eq!(stdout, "", "nothing may be half-printed");
-    assert_eq!(stderr.lines().count(), 1, "one line: {stderr:?}");
-    assert!(
-        stderr.ends_with('\n') && stderr.contains(want),
-        "{stderr:?} should contain {want:?}"
-    );
-}
+use cli::{assert_rejected, dmaslab, text};
+use std::process::Output;
 
 const GOOD: &str = "kmalloc-8 17141 21504 8 512 1 : slabdata 42 42 0\n";
 

@@ -2,30 +2,12 @@
 //! naming line and field, nothing on stdout), and a live recording where root and tracefs are
 //! available (otherwise a `SKIPPED:` line).
 
+mod cli;
+
+use cli::{assert_rejected, dmaslab, text};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-
-fn dmaslab(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dmaslab"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run dmaslab");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8(b.to_vec()).unwrap()
-}
+use std::process::{Command, Stdio};
 
 fn fixture(name: &str) -> String {
     format!(
@@ -126,15 +108,6 @@ fn replay_text_svg_and_gzip_fixture() {
         stdout.contains("linear-map offset 0xffff888000000000"),
         "{stdout}"
     );
-}
-
-/// Exit 2, empty stdout, exactly one stderr line, which contains `want`.
-fn assert_rejected(out: &Output, want: &str) {
-    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
-    assert_eq!(stdout, "", "nothing may be half-printed");
-    assert_eq!(stderr.lines().count(), 1, "one line: {stderr:?}");
-    assert!(stderr.contains(want), "{stderr:?} should contain {want:?}");
 }
 
 #[test]
