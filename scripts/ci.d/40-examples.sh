@@ -40,7 +40,9 @@ if [ "$status" -ne 0 ]; then
   echo "examples: the firmware exited with status $status under QEMU (124: timed out)"
   exit 1
 fi
-for want in '^dmaslab firmware: 1024 KiB heap' '^collections: ok' '^dma: .*would bounce.*mapped in place' \
+for want in '^dmaslab firmware: 1024 KiB heap' '^collections: ok' \
+            '^dma: 12-byte kmalloc buffer, FromDevice: bounced .*device data read back: ok; neighbour intact: ok$' \
+            '^dma: 12-byte Gfp::DMA buffer, Bidirectional: in place .*device read the CPU.s data: ok; device data read back: ok$' \
             '^# name ' '^kmalloc-16 ' '^oom: .* refused: true$' '^recovered: ' '^usable: ' '^firmware: ok$'; do
   grep -q -- "$want" <<<"$out" || { echo "examples: firmware output lacks a line matching '$want'"; exit 1; }
 done

@@ -49,9 +49,11 @@ pub struct Magazine {
     pub objs: [*mut u8; MAG_MAX],
 }
 
-/// Size of a magazine in bytes (512).
+/// Size of a magazine in bytes (512 on 64-bit targets, 260 on 32-bit ones such as Cortex-M).
 pub const MAG_BYTES_SELF: usize = core::mem::size_of::<Magazine>();
+#[cfg(target_pointer_width = "64")]
 const _: () = assert!(MAG_BYTES_SELF == 512);
+const _: () = assert!(MAG_BYTES_SELF <= 512);
 // `top` reads `next` as "objs[-1]": it must be the pointer-sized field right before `objs`.
 const _: () = assert!(
     core::mem::offset_of!(Magazine, next) + core::mem::size_of::<*mut u8>()

@@ -17,7 +17,10 @@ use core::fmt::{self, Write};
 use cortex_m_rt::entry;
 use cortex_m_semihosting::{debug, hprint};
 use dmaslab_core::{
-    Config, CriticalSectionRawMutex, Gfp, HeapRegion, Owner, Policy, StaticHeap, StaticKmalloc,
+    Config, CriticalSectionRawMutex, Gfp, HeapRegion, Policy, StaticHeap, StaticKmalloc,
+};
+use dmaslab_dma::{
+    BounceRegion, BounceRule, CortexM7, Device, Direction, DmaMap, SwiotlbPool, CORTEX_M7_LINE,
 };
 
 /// The host's console through semihosting; writing to it does not allocate.
@@ -38,12 +41,14 @@ macro_rules! say {
 }
 
 /// The Cortex-M7's D-cache line, what DMA maintenance works on.
-const LINE: usize = 32;
+const LINE: usize = CORTEX_M7_LINE;
 
 // The three-line heap: a region, the heap (interrupt-safe lock), and `init` in `main`.
 static REGION: HeapRegion<{ 1 << 20 }> = HeapRegion::new();
 #[global_allocator]
 static HEAP: StaticHeap<CriticalSectionRawMutex> = StaticHeap::new();
+/// The DMA bounce pool's memory (line-aligned, its own lines, in `.bss`).
+static BOUNCE: BounceRegion<4096> = BounceRegion::new();
 
 #[entry]
 fn main() -> ! {
@@ -96,48 +101,159 @@ fn collections() {
     );
 }
 
-/// DMA-MAP: here goes a DMA map/unmap of a bounced and an unbounced buffer, through
-/// dmaslab-dma's `map_single`/`unmap_single` on the Cortex-M7 cache-maintenance backend (SCB
-/// clean/invalidate by address), once that backend is merged. Until then this shows, on the
-/// target, the input of the bounce decision: a 12-byte kmalloc buffer (kmalloc-16) shares its
-/// cache line with a neighbour, so under policy C its mapping would bounce; a `Gfp::DMA`
-/// buffer (dma-kmalloc-32) owns its line and would be mapped in place.
+/// DMA-MAP: a real `map_single` / `unmap_single` through dmaslab-dma's hardware path: the
+/// `CortexM7` backend (SCB clean/invalidate by address, D-cache on), a `BounceRegion` pool and
+/// the heap itself as the `HeapLayout`, under the exact bounce rule. A 12-byte kmalloc buffer
+/// shares its 32-byte line with a live neighbour, so its `FromDevice` mapping is bounced; a
+/// 12-byte `Gfp::DMA` buffer owns its line and its `Bidirectional` mapping is in place. The
+/// firmware acts as the device (QEMU has no DMA master here) by loads and stores at the bus
+/// addresses; after unmap the CPU must read the device's bytes in both buffers, and the
+/// neighbour the CPU wrote during the transfer must keep the CPU's bytes.
 fn dma_buffers() {
-    let shared = HEAP.with_kmalloc(|k| middle_shares_a_line(k, Gfp::KERNEL));
-    let own = HEAP.with_kmalloc(|k| middle_shares_a_line(k, Gfp::DMA));
-    match (shared, own) {
-        (Some(Some(true)), Some(Some(false))) => say!(
-            "dma: 12-byte kmalloc buffer shares its {LINE}-byte line (would bounce); \
-             12-byte Gfp::DMA buffer owns its line (mapped in place)"
-        ),
-        other => fail(format_args!(
-            "dma buffers: unexpected line sharing {other:?}"
-        )),
+    let Some(mut cp) = cortex_m::Peripherals::take() else {
+        fail(format_args!("dma: core peripherals already taken"));
+    };
+    cp.SCB.enable_dcache(&mut cp.CPUID);
+    let Some(pool) = BOUNCE
+        .take()
+        .and_then(|r| SwiotlbPool::from_region(r, CORTEX_M7_LINE).ok())
+    else {
+        fail(format_args!("dma: no bounce pool"));
+    };
+    let mut dma = DmaMap::new(CortexM7::new(cp.SCB), &HEAP, pool, BounceRule::Exact);
+    let dev = Device::non_coherent(CORTEX_M7_LINE);
+    let Some(Some(b)) = HEAP.with_kmalloc(dma_candidates) else {
+        fail(format_args!("dma: could not allocate the buffers"));
+    };
+    let (small, neighbour, own) = (b.small, b.neighbour, b.own);
+    // SAFETY: three live 12-byte heap objects, reached only through these raw pointers.
+    unsafe {
+        small.write_bytes(0xee, 12); // stale bytes the device's data must replace
+        neighbour.write_bytes(0x11, 12);
+        own.copy_from_nonoverlapping(b"to-the-dev!!".as_ptr(), 12);
+    }
+    // SAFETY: live heap buffers of 12 bytes, not accessed by the CPU (no load, store or
+    // reference) until unmapped; the only other byte of their lines the CPU writes meanwhile
+    // is the neighbour, another heap object, which the exact rule bounces for.
+    let maps = unsafe {
+        dma.map_single(&dev, small, 12, Direction::FromDevice)
+            .and_then(|a| Ok((a, dma.map_single(&dev, own, 12, Direction::Bidirectional)?)))
+    };
+    let (a, o) = match maps {
+        Ok(m) => m,
+        Err(e) => fail(format_args!("dma: map_single: {e}")),
+    };
+    // The transfer: the device writes the small buffer, reads then writes the DMA buffer; the
+    // CPU meanwhile writes the neighbour that shares the small buffer's line.
+    let (a_cpu, o_cpu) = (dma.cpu_of(a), dma.cpu_of(o));
+    let mut seen = [0u8; 12];
+    // SAFETY: the device's accesses: both are live mappings of 12 bytes at these CPU addresses
+    // (bus = CPU address); the neighbour is the CPU's, outside both mappings.
+    unsafe {
+        let bus = |addr: usize| core::ptr::with_exposed_provenance_mut::<u8>(addr);
+        bus(a_cpu).copy_from_nonoverlapping(b"from-the-dev".as_ptr(), 12);
+        bus(o_cpu).copy_to_nonoverlapping(seen.as_mut_ptr(), 12);
+        bus(o_cpu).copy_from_nonoverlapping(b"dev-answered".as_ptr(), 12);
+        neighbour.write_bytes(0x22, 12);
+    }
+    let unmapped = dma
+        .unmap_single(&dev, a, 12, Direction::FromDevice)
+        .and_then(|()| dma.unmap_single(&dev, o, 12, Direction::Bidirectional));
+    if let Err(e) = unmapped {
+        fail(format_args!("dma: unmap_single: {e}"));
+    }
+    let mut got = [[0u8; 12]; 3];
+    // SAFETY: unmapped: the CPU owns the three objects again; read, then freed once.
+    let freed = unsafe {
+        for (g, p) in got.iter_mut().zip([small, own, neighbour]) {
+            p.copy_to_nonoverlapping(g.as_mut_ptr(), 12);
+        }
+        HEAP.with_kmalloc(|k| [small, own, neighbour].iter().all(|&p| k.kfree(p).is_ok()))
+    };
+    let small_ok = &got[0] == b"from-the-dev";
+    let own_ok = &seen == b"to-the-dev!!" && &got[1] == b"dev-answered";
+    let neighbour_ok = got[2] == [0x22; 12];
+    let bounced = |addr: usize, buf: *mut u8| addr != buf as usize;
+    let verdict = |ok: bool| if ok { "ok" } else { "WRONG" };
+    say!(
+        "dma: 12-byte kmalloc buffer, FromDevice: {} (shares its {LINE}-byte line); device data \
+         read back: {}; neighbour intact: {}",
+        if bounced(a_cpu, small) {
+            "bounced"
+        } else {
+            "in place"
+        },
+        verdict(small_ok),
+        verdict(neighbour_ok)
+    );
+    say!(
+        "dma: 12-byte Gfp::DMA buffer, Bidirectional: {} (owns its line); device read the \
+         CPU's data: {}; device data read back: {}",
+        if bounced(o_cpu, own) {
+            "bounced"
+        } else {
+            "in place"
+        },
+        verdict(&seen == b"to-the-dev!!"),
+        verdict(&got[1] == b"dev-answered")
+    );
+    let st = dma.stats();
+    let all_ok = small_ok
+        && own_ok
+        && neighbour_ok
+        && bounced(a_cpu, small)
+        && !bounced(o_cpu, own)
+        && (st.maps, st.bounces, st.unmaps) == (2, 1, 2)
+        && dma.active_mappings() == 0
+        && dma.pool().free_bytes() == dma.pool().size()
+        && freed == Some(true);
+    if !all_ok {
+        fail(format_args!(
+            "dma: {} maps, {} bounces, {} unmaps, {} active",
+            st.maps,
+            st.bounces,
+            st.unmaps,
+            dma.active_mappings()
+        ));
     }
 }
 
-/// Allocates three 12-byte buffers with `gfp` and tells whether any byte of the middle one's
-/// cache lines outside its slot belongs to something (`None`: out of memory). All three are
-/// freed again.
-fn middle_shares_a_line(k: &StaticKmalloc, gfp: Gfp) -> Option<bool> {
-    let bufs = [
-        k.kmalloc(12, gfp)?,
-        k.kmalloc(12, gfp)?,
-        k.kmalloc(12, gfp)?,
+/// The two DMA buffers and the small one's line-mate.
+struct DmaCandidates {
+    /// A 12-byte kmalloc-16 object whose 32-byte line holds `neighbour` too.
+    small: *mut u8,
+    /// A live object in `small`'s line.
+    neighbour: *mut u8,
+    /// A 12-byte `Gfp::DMA` object (a 32-byte slot: its line is its own).
+    own: *mut u8,
+}
+
+/// Allocates the buffers of [`dma_buffers`] (`None`: out of memory, or no two of four fresh
+/// kmalloc-16 objects share a line); the kmalloc-16 objects not used are freed again.
+fn dma_candidates(k: &StaticKmalloc) -> Option<DmaCandidates> {
+    let small: [*mut u8; 4] = [
+        k.kmalloc(12, Gfp::KERNEL)?.as_ptr(),
+        k.kmalloc(12, Gfp::KERNEL)?.as_ptr(),
+        k.kmalloc(12, Gfp::KERNEL)?.as_ptr(),
+        k.kmalloc(12, Gfp::KERNEL)?.as_ptr(),
     ];
-    let p = bufs[1].as_ptr() as usize;
-    let end = p + k.ksize(bufs[1].as_ptr())?;
-    let shares = ((p & !(LINE - 1))..end.next_multiple_of(LINE))
-        .step_by(8) // the smallest object
-        .filter(|&a| a < p || a >= end)
-        .any(|a| !matches!(k.owner_of(a), Owner::Unused));
-    for b in bufs {
-        // SAFETY: allocated just above from `k`, freed once.
-        if unsafe { k.kfree(b.as_ptr()) }.is_err() {
-            return None;
+    let line = |p: *mut u8| p as usize & !(LINE - 1);
+    let pair = (0..4)
+        .flat_map(|i| (0..4).map(move |j| (i, j)))
+        .find(|&(i, j)| i != j && line(small[i]) == line(small[j]));
+    let own = k.kmalloc(12, Gfp::DMA).map(|p| p.as_ptr());
+    for (n, &p) in small.iter().enumerate() {
+        if pair.is_none_or(|(i, j)| n != i && n != j) {
+            // SAFETY: allocated just above from `k` and not handed out: freed once.
+            unsafe { k.kfree(p) }.ok()?;
         }
     }
-    Some(shares)
+    let (i, j) = pair?;
+    Some(DmaCandidates {
+        small: small[i],
+        neighbour: small[j],
+        own: own?,
+    })
 }
 
 /// `/proc/slabinfo` over semihosting (read under the heap's lock; printing does not allocate).
