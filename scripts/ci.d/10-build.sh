@@ -9,7 +9,9 @@ else
 fi
 if rustup target list --installed 2>/dev/null | grep -qx thumbv7em-none-eabihf; then
   cargo build -p dmaslab-core -p dmaslab-dma --target thumbv7em-none-eabihf --release
-  echo "no_std: dmaslab-core and dmaslab-dma built for thumbv7em-none-eabihf"
+  cargo build -p dmaslab-core --target thumbv7em-none-eabihf --release --features critical-section
+  cargo build -p dmaslab-dma --target thumbv7em-none-eabihf --release --features cortex-m7
+  echo "no_std: dmaslab-core (also with critical-section) and dmaslab-dma (also with cortex-m7) built for thumbv7em-none-eabihf"
 else
   echo "SKIPPED: no_std build for thumbv7em-none-eabihf: the target is not installed (rustup target add failed)"
 fi
