@@ -303,7 +303,9 @@ fn hinted_lookup_agrees_with_the_map_and_forgets_released_segments() {
     assert!(cc.is_hinted());
     let newest = *objs.last().unwrap();
     let seg = newest as usize & !((DEFAULT_PAGE_SIZE << common::SEG_ORDER) - 1);
+    // SAFETY: `cc` is used with `k` only.
     assert!(unsafe { k.ksize_cpu(&mut cc, newest) }.is_some());
+    // SAFETY: as above; a query of any address is allowed.
     assert_eq!(unsafe { k.ksize_cpu(&mut cc, seg as *const u8) }, None);
     let pages = 1usize << common::SEG_ORDER;
     let free_page = (0..pages)
@@ -311,6 +313,7 @@ fn hinted_lookup_agrees_with_the_map_and_forgets_released_segments() {
         .find(|&a| k.owner_of(a) == Owner::Unused)
         .expect("the newest segment has a free page left");
     assert_eq!(
+        // SAFETY: `cc` is used with `k` only; a query of any address is allowed.
         unsafe { k.ksize_cpu(&mut cc, free_page as *const u8) },
         None
     );
@@ -321,6 +324,7 @@ fn hinted_lookup_agrees_with_the_map_and_forgets_released_segments() {
     }
     k.shrink_all();
     assert_eq!(k.totals().pages.segments, 0, "every segment given back");
+    // SAFETY: `cc` is used with `k` only; a query of any address is allowed.
     assert_eq!(unsafe { k.ksize_cpu(&mut cc, stale) }, None);
     // SAFETY: `stale` is no allocation any more: the free must be refused.
     assert_eq!(
