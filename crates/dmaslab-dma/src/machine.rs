@@ -154,11 +154,11 @@ impl Machine {
             .ok_or(DmaError::Config("bounce pool does not fit the RAM"))?;
         // The pool's pointer is the RAM's anchor: page-aligned, so it shares no line.
         let ram = Ram::new(region, pool_base);
+        let (pool_ptr, slots) = (pool_base.as_ptr(), pool_bytes / cfg.line);
         // SAFETY: the pool's page run is a live allocation of the machine's heap, zeroed at
         // creation, aligned to a page (so to the line), never freed and used by nobody else;
         // its pointer carries the region's provenance.
-        let pool =
-            unsafe { SwiotlbPool::from_raw(pool_base.as_ptr(), cfg.line, pool_bytes / cfg.line) };
+        let pool = unsafe { SwiotlbPool::from_raw(pool_ptr, cfg.line, slots) };
         let backend = ModelBackend::new(cache, ram.clone(), cfg.from_device_map);
         let map = DmaMap::new(backend, kmalloc, pool, cfg.rule).with_bus_base(ram.base());
         Ok(Machine {
