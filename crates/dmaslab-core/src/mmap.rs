@@ -134,6 +134,17 @@ impl PageSource for MmapPageSource {
         ok.then(|| ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000)
     }
 
+    fn protect(&mut self, ptr: NonNull<u8>, len: usize, access: bool) -> bool {
+        let prot = if access {
+            libc::PROT_READ | libc::PROT_WRITE
+        } else {
+            libc::PROT_NONE
+        };
+        // SAFETY: the range lies in a run this source handed out (caller); changing its
+        // protection touches no other mapping.
+        unsafe { libc::mprotect(ptr.as_ptr().cast(), len, prot) == 0 }
+    }
+
     fn discard(&mut self, ptr: NonNull<u8>, len: usize) {
         // SAFETY: the range lies in a run this source handed out; its contents are dead.
         unsafe { libc::madvise(ptr.as_ptr().cast(), len, libc::MADV_DONTNEED) };

@@ -72,6 +72,15 @@ pub trait PageSource {
         let _ = (ptr, len);
     }
 
+    /// Makes `len` bytes at `ptr` (whole pages inside a run or span it handed out) inaccessible
+    /// (`access == false`: any load or store faults) or accessible again (`true`), for guard
+    /// pages and quarantined page runs. True when done; the default cannot (a fixed region
+    /// without an MMU) and answers false, and callers then go without the guard.
+    fn protect(&mut self, ptr: NonNull<u8>, len: usize, access: bool) -> bool {
+        let _ = (ptr, len, access);
+        false
+    }
+
     /// For a source over a fixed region: the bytes of pages it holds, allocated or not. `None`
     /// (the default) for a source without a fixed bound, such as mmap. [`crate::Kmalloc::new`]
     /// sizes its default segments from it and checks that one segment fits.
@@ -128,6 +137,9 @@ impl<P: PageSource + ?Sized> PageSource for &mut P {
     }
     fn populate(&mut self, ptr: NonNull<u8>, len: usize) {
         (**self).populate(ptr, len)
+    }
+    fn protect(&mut self, ptr: NonNull<u8>, len: usize, access: bool) -> bool {
+        (**self).protect(ptr, len, access)
     }
     fn capacity(&self) -> Option<usize> {
         (**self).capacity()
