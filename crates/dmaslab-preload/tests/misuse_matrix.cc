@@ -1,5 +1,6 @@
 /* The misuse matrix's program (tests/misuse_matrix.rs): `matrix KIND SIZE` commits one misuse
-   of an allocation of SIZE bytes, then uses the heap a little more (as a real program would:
+   of an allocation of SIZE bytes (after some use of the heap at that size), then uses the heap
+   a little more (as a real program would:
    that is where most checks fire), then prints "unnoticed" and exits 0. A refused impossible
    request prints "refused" and exits 1. Built with -O0 -fno-builtin so that every access,
    memcpy and new/delete pair happens as written. */
@@ -55,6 +56,8 @@ int main(int argc, char **argv) {
     const char *k = argv[1];
     size_t n = strtoul(argv[2], NULL, 0);
     size_t big = 1 << 20;
+    /* A heap in use, as in a real program: the thread's magazines hold objects of the size. */
+    churn(n ? n : 24);
     char *p = n ? (char *)malloc(n) : NULL;
     volatile char *v = p;
 #define IS(s) (!strcmp(k, s))

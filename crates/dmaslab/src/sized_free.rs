@@ -11,9 +11,11 @@
 //!   with (the core keeps it per object; debug `realloc` always moves);
 //! - for a slab object in normal mode: the object's class, or a size in the window
 //!   `(class / 2, class]` within which `realloc` shrinks in place (so `free_sized` after such
-//!   a `realloc` is accepted). Checked first without a lock: one segment-map lookup for the
-//!   object's cache and one class-table lookup for the size's; only when they differ does the
-//!   window take the cache's lock;
+//!   a `realloc` is accepted). It costs one segment-map lookup for the object's cache and one
+//!   class-table lookup for the size's; only when they differ does the window take the
+//!   cache's lock. (`libdmaslab.so` calls this only for frees that miss the thread's
+//!   magazine: on its fast path, whose segment lookup is hinted, the unhinted one doubled the
+//!   time of a `new`/sized-`delete` pair.)
 //! - for a page run or huge segment, in both modes: its length in whole pages, or a size in
 //!   the same window (a huge request may be served by a cached freed segment up to a quarter
 //!   larger, and `realloc` keeps a block down to half).
@@ -49,21 +51,16 @@ impl Heap {
         if ptr.is_null() {
             return;
         }
-        if !self.sized_fast_ok(ptr, size, align) {
+        if !self.sized_class_ok(ptr, size, align) {
             self.check_size_slow(ptr, size, align);
         }
-        // SAFETY: the caller gives `ptr` up; the fast path serves only the process-wide heap.
-        if self.fast_paths() && unsafe { crate::fast_path::fast_free(ptr) } {
-            return;
-        }
-        // SAFETY: as above.
+        // SAFETY: the caller gives `ptr` up.
         unsafe { self.free_at(ptr, site) }
     }
 
     /// The lock-free test of normal mode: `ptr` is a slab object of the cache that serves
     /// `(size, align)`. False sends the free to [`check_size_slow`](Self::check_size_slow).
-    #[inline]
-    fn sized_fast_ok(&self, ptr: *mut u8, size: usize, align: usize) -> bool {
+    fn sized_class_ok(&self, ptr: *mut u8, size: usize, align: usize) -> bool {
         if self.debug() {
             return false;
         }
