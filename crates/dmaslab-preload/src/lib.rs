@@ -14,6 +14,11 @@
 //! zones, poison, full double-free checks), whose reports name the cache, the object and the
 //! allocation and free call sites.
 //!
+//! C++'s `operator new`/`operator delete` (all forms: sized, aligned, nothrow) and C23's
+//! `free_sized`/`free_aligned_sized` are exported too (`cxx.rs`): a sized delete whose size
+//! does not round to the object's class prints `dmaslab: sized delete mismatch of 0x...` and
+//! aborts.
+//!
 //! # Call sites
 //! On x86-64 each exported function other than `malloc` and `free` is a two-instruction naked
 //! trampoline: it loads its return address (the caller's call site) into the next argument
@@ -146,6 +151,9 @@ with_site! {
     /// None beyond C's.
     fn pvalloc(size: usize) -> *mut c_void => pvalloc_at, "rsi"
 }
+
+// After `with_site!`, which it uses: C++ `operator new`/`delete`, `free_sized`.
+mod cxx;
 
 /// Defines `$name`, the naked tail of an exported fast path's miss (`malloc`, `free`): it
 /// passes its return address as the extra last argument (register `$x86`) of `$imp`. The fast

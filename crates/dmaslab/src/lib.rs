@@ -5,6 +5,8 @@
 //! - [`DmaSlab`](struct@DmaSlab): the heap as `#[global_allocator]`.
 //! - [`DmaAlloc`]: an `allocator-api2` allocator of DMA-safe buffers, so `Vec<u8, DmaAlloc>`
 //!   works on stable Rust.
+//! - [`Heap::free_sized_at`]: sized frees (C++ sized `operator delete`, C23 `free_sized`),
+//!   which report a size that does not round to the object's class.
 //! - The C `malloc` family for `LD_PRELOAD` is the `dmaslab-preload` crate (`libdmaslab.so`).
 //!
 //! - [`allocator_api2`]: the version of the `Allocator` trait `DmaAlloc` implements,
@@ -54,6 +56,7 @@ pub mod fast_path;
 mod global_alloc;
 pub mod heap;
 pub mod platform;
+mod sized_free;
 
 pub use allocator_api2;
 pub use config::{CodeSettings, Settings, StatsTarget};

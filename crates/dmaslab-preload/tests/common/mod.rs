@@ -195,16 +195,34 @@ pub fn stats_files(dir: &Path) -> Vec<String> {
 
 /// Compiles the C program `src` into `dir/name`.
 pub fn compile_c(dir: &Path, name: &str, src: &str) -> PathBuf {
-    require("cc");
-    let c = dir.join(format!("{name}.c"));
+    compile(dir, name, src, "cc", "c", &["-O1", "-Wall", "-pthread"])
+}
+
+/// Compiles `src` with `compiler` (`cc`, `g++`: installed by scripts/ci.d/15-packages.sh)
+/// and `flags` into `dir/name`; the source file is `dir/name.ext`.
+pub fn compile(
+    dir: &Path,
+    name: &str,
+    src: &str,
+    compiler: &str,
+    ext: &str,
+    flags: &[&str],
+) -> PathBuf {
+    require(compiler);
+    let file = dir.join(format!("{name}.{ext}"));
     let exe = dir.join(name);
-    std::fs::write(&c, src).unwrap();
-    let o = Command::new("cc")
-        .args(["-O1", "-Wall", "-pthread", "-o"])
+    std::fs::write(&file, src).unwrap();
+    let o = Command::new(compiler)
+        .args(flags)
+        .arg("-o")
         .arg(&exe)
-        .arg(&c)
+        .arg(&file)
         .output()
-        .expect("cc");
-    assert!(o.status.success(), "cc {name}.c failed: {}", show(&o));
+        .expect(compiler);
+    assert!(
+        o.status.success(),
+        "{compiler} {name}.{ext} failed: {}",
+        show(&o)
+    );
     exe
 }
