@@ -25,6 +25,13 @@ pub const POISON_FREE: u8 = 0x6b;
 
 const STATE_FREE: u16 = 0x6b6b;
 const STATE_ALLOCATED: u16 = 0xa11c;
+/// Freed into the quarantine: poisoned whole (first word too), on no free list.
+const STATE_QUARANTINED: u16 = 0x9a7e;
+/// Slot 0 of a debug slab: never handed out, all [`RED_ZONE`]: the left red zone of slot 1.
+const STATE_GUARD: u16 = 0x6a7d;
+/// Allocated, and a free of it was refused for a finding: out of circulation, still checked by
+/// `validate`, skipped by neighbours' checks (the finding was made once).
+const STATE_REPORTED: u16 = 0xbad0;
 
 /// Bytes of one record.
 pub(crate) const RECORD_BYTES: usize = core::mem::size_of::<DebugRecord>();
@@ -147,7 +154,8 @@ pub struct Finding {
     pub cache: CacheName,
     /// The object's first byte.
     pub object: usize,
-    /// Offset of `addr` in the object.
+    /// Offset of `addr` in the object (wrapping: below the object, an underflow, it reads as
+    /// a negative `isize`; at or past its slot, a write into the right neighbour).
     pub offset: usize,
     /// Where the object was last allocated (0: unknown).
     pub alloc_site: usize,
@@ -177,7 +185,13 @@ impl fmt::Display for Finding {
         write!(
             f,
             "{what} of {:#x} ({} object {:#x}, offset {}; allocated at {:#x}, freed at {:#x})",
-            self.addr, self.cache, self.object, self.offset, self.alloc_site, self.free_site
+            self.addr,
+            self.cache,
+            self.object,
+            // Negative below the object: an underflow into its left neighbour's tail.
+            self.offset as isize,
+            self.alloc_site,
+            self.free_site
         )
     }
 }
@@ -256,11 +270,13 @@ impl ObjectRef<'_> {
         Ok(())
     }
 
-    /// Checks an object being freed, then poisons it and records the free.
+    /// The first checks of a free: a second free (the record is not allocated: free or
+    /// quarantined) and the object's own red zone. On a red-zone finding the object
+    /// is marked reported (it stays allocated, out of circulation).
     ///
     /// # Safety
     /// The object lies in a slab; object and record are the caller's (cache lock held).
-    pub(crate) unsafe fn on_free(&self, site: u16) -> Result<(), Finding> {
+    pub(crate) unsafe fn check_free(&self, site: u16) -> Result<(), Finding> {
         // SAFETY: as the caller promises.
         unsafe {
             if (*self.rec).state != STATE_ALLOCATED {
@@ -271,19 +287,130 @@ impl ObjectRef<'_> {
             // A red zone found at free: the free being made is the one to name.
             self.check_red_zone().map_err(|mut f| {
                 f.free_site = site as usize;
+                self.mark_reported();
                 f
-            })?;
+            })
+        }
+    }
+
+    /// Marks an allocated object whose free was refused for a finding.
+    ///
+    /// # Safety
+    /// As for [`check_free`](Self::check_free).
+    pub(crate) unsafe fn mark_reported(&self) {
+        // SAFETY: as the caller promises.
+        unsafe { (*self.rec).state = STATE_REPORTED };
+    }
+
+    /// Poisons an object whose free passed its checks and records the free; `hold`: it goes
+    /// into the quarantine (poisoned whole, on no free list), else onto its free list (the
+    /// caller writes the link over the first word).
+    ///
+    /// # Safety
+    /// As for [`check_free`](Self::check_free), after it passed.
+    pub(crate) unsafe fn poison_free(&self, site: u16, hold: bool) {
+        // SAFETY: as the caller promises.
+        unsafe {
             self.obj.write_bytes(POISON_FREE, self.stride);
-            (*self.rec).state = STATE_FREE;
+            (*self.rec).state = if hold { STATE_QUARANTINED } else { STATE_FREE };
             (*self.rec).free_site = site;
         }
+    }
+
+    /// Sets up slot 0 of a debug slab as the guard: all red zone, never handed out.
+    ///
+    /// # Safety
+    /// As for [`init`](Self::init).
+    pub(crate) unsafe fn init_guard(&self) {
+        // SAFETY: as the caller promises.
+        unsafe {
+            self.obj.write_bytes(RED_ZONE, self.stride);
+            self.rec.write(DebugRecord {
+                state: STATE_GUARD,
+                ..DebugRecord::FRESH
+            });
+        }
+    }
+
+    /// Is this the guard slot (never handed out)?
+    ///
+    /// # Safety
+    /// As for [`check_free`](Self::check_free).
+    pub(crate) unsafe fn is_guard(&self) -> bool {
+        // SAFETY: as the caller promises.
+        unsafe { (*self.rec).state == STATE_GUARD }
+    }
+
+    /// Is the object in the quarantine?
+    ///
+    /// # Safety
+    /// As for [`check_free`](Self::check_free) (or the quarantine's lock, which owns the
+    /// record of a quarantined object).
+    pub(crate) unsafe fn is_quarantined(&self) -> bool {
+        // SAFETY: as the caller promises.
+        unsafe { (*self.rec).state == STATE_QUARANTINED }
+    }
+
+    /// A quarantined object's poison, all of it (its first word holds no link): a write after
+    /// free is a [`FindingKind::UseAfterFree`].
+    ///
+    /// # Safety
+    /// The object is quarantined; its bytes and record are readable.
+    pub(crate) unsafe fn check_quarantined(&self) -> Result<(), Finding> {
+        // SAFETY: as the caller promises.
+        match unsafe { self.first_not(0, self.stride, POISON_FREE) } {
+            Some(bad) => Err(self.finding(FindingKind::UseAfterFree, bad)),
+            None => Ok(()),
+        }
+    }
+
+    /// A quarantined object leaves the quarantine for its free list: its poison is checked and
+    /// it becomes free (the caller pushes it, writing the link).
+    ///
+    /// # Safety
+    /// As for [`check_free`](Self::check_free); the object is quarantined.
+    pub(crate) unsafe fn release(&self) -> Result<(), Finding> {
+        // SAFETY: as the caller promises.
+        unsafe {
+            self.check_quarantined()?;
+            (*self.rec).state = STATE_FREE;
+        }
         Ok(())
+    }
+
+    /// A neighbour's check at the free of the object next to it: the red zone of an allocated
+    /// one, the poison of a quarantined one, the fill of the guard slot. Objects on the free
+    /// list are checked when handed out again; reported ones were reported already. Returns
+    /// the first bad byte.
+    ///
+    /// # Safety
+    /// As for [`check_free`](Self::check_free).
+    pub(crate) unsafe fn check_as_neighbour(&self) -> Option<usize> {
+        // SAFETY: as the caller promises.
+        unsafe {
+            match (*self.rec).state {
+                STATE_ALLOCATED => self.check_red_zone().err().map(|f| f.addr),
+                STATE_QUARANTINED => self.first_not(0, self.stride, POISON_FREE),
+                STATE_GUARD => self.first_not(0, self.stride, RED_ZONE),
+                _ => None,
+            }
+        }
+    }
+
+    /// A finding of `kind` at `addr` (anywhere) about this object, freed at `site`.
+    ///
+    /// # Safety
+    /// As for [`check_free`](Self::check_free).
+    pub(crate) unsafe fn finding_at(&self, kind: FindingKind, addr: usize, site: u16) -> Finding {
+        let mut f = self.finding(kind, addr);
+        f.free_site = site as usize;
+        f
     }
 
     /// Checks the red zone of an allocated object.
     ///
     /// # Safety
-    /// As for [`on_free`](Self::on_free).
+    /// As for [`check_free`](Self::check_free).
     pub(crate) unsafe fn check_red_zone(&self) -> Result<(), Finding> {
         // SAFETY: as the caller promises.
         unsafe {
@@ -298,21 +425,24 @@ impl ObjectRef<'_> {
         }
     }
 
-    /// Checks an object in place (for `validate`): red zone if allocated, poison if free.
+    /// Checks an object in place (for `validate`): red zone if allocated, poison if free or
+    /// quarantined, red-zone fill if the guard slot.
     ///
     /// # Safety
-    /// As for [`on_free`](Self::on_free).
+    /// As for [`check_free`](Self::check_free).
     pub(crate) unsafe fn check(&self) -> Result<(), Finding> {
         let link = core::mem::size_of::<usize>();
         // SAFETY: as the caller promises.
         unsafe {
-            if (*self.rec).state == STATE_ALLOCATED {
-                self.check_red_zone()
-            } else {
-                match self.first_not(link, self.stride, POISON_FREE) {
-                    Some(bad) => Err(self.finding(FindingKind::UseAfterFree, bad)),
-                    None => Ok(()),
-                }
+            let (from, fill, kind) = match (*self.rec).state {
+                STATE_ALLOCATED | STATE_REPORTED => return self.check_red_zone(),
+                STATE_QUARANTINED => (0, POISON_FREE, FindingKind::UseAfterFree),
+                STATE_GUARD => (0, RED_ZONE, FindingKind::RedZone),
+                _ => (link, POISON_FREE, FindingKind::UseAfterFree),
+            };
+            match self.first_not(from, self.stride, fill) {
+                Some(bad) => Err(self.finding(kind, bad)),
+                None => Ok(()),
             }
         }
     }

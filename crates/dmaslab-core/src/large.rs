@@ -162,13 +162,17 @@ impl<P: PageSource> PageLayer<P> {
         if let Some(hit) = self.take_cached(object_len, align) {
             return Some(hit);
         }
-        let run = match self.source.alloc_span(span_pages, span_align, span_offset) {
+        // A guard page after the object, where the source maps spans of any length (an
+        // address-space page, never written, so no memory): an overflow past a huge object
+        // faults. A fixed region (an arena) would round the span up, so it goes without.
+        let guard_pages = self.source.capacity().is_none() as usize;
+        let taken = span_pages + guard_pages;
+        let run = match self.source.alloc_span(taken, span_align, span_offset) {
             Some(run) => run,
             None if self.huge_cache.len > 0 => {
                 // The cache may hold what the source lacks (an arena): give it back, retry.
                 self.flush_huge_cache(map);
-                self.source
-                    .alloc_span(span_pages, span_align, span_offset)?
+                self.source.alloc_span(taken, span_align, span_offset)?
             }
             None => return None,
         };
@@ -176,11 +180,14 @@ impl<P: PageSource> PageLayer<P> {
         // SAFETY: the page-layer lock is held (we have `&mut self`).
         if !unsafe { map.insert(&mut self.source, run) } {
             // SAFETY: just taken from the source with these arguments, unused.
-            unsafe {
-                self.source
-                    .free_span(run, span_pages, span_align, span_offset)
-            };
+            unsafe { self.source.free_span(run, taken, span_align, span_offset) };
             return None;
+        }
+        if guard_pages > 0 {
+            // SAFETY: the guard page is the span's last, inside the run just taken.
+            let guard = unsafe { NonNull::new_unchecked(run.as_ptr().add(span_pages * page)) };
+            // A source that cannot protect leaves it as unused slack.
+            let _ = self.source.protect(guard, page, false);
         }
         // SAFETY: the span is ours, segment-aligned and at least two pages; its header page
         // holds the header and the info.
@@ -194,6 +201,7 @@ impl<P: PageSource> PageLayer<P> {
                 span_pages,
                 span_align,
                 span_offset,
+                guard_pages,
             });
             run.as_ptr().add(object_off)
         };
@@ -375,11 +383,12 @@ impl<P: PageSource> PageLayer<P> {
         unsafe {
             let info = &*SegmentHeader::huge_info(seg);
             let (pages, align, offset) = (info.span_pages, info.span_align, info.span_offset);
+            let taken = pages + info.guard_pages;
             map.remove(seg as usize);
             SegmentHeader::kill(seg);
             self.counts.huge_pages -= pages;
             self.source
-                .free_span(NonNull::new_unchecked(seg.cast()), pages, align, offset);
+                .free_span(NonNull::new_unchecked(seg.cast()), taken, align, offset);
         }
     }
 
@@ -394,9 +403,10 @@ impl<P: PageSource> PageLayer<P> {
         unsafe {
             if (*h).kind == SEG_HUGE {
                 let info = &*SegmentHeader::huge_info(h);
-                let (pages, align, offset) = (info.span_pages, info.span_align, info.span_offset);
+                let taken = info.span_pages + info.guard_pages;
+                let (align, offset) = (info.span_align, info.span_offset);
                 SegmentHeader::kill(h);
-                self.source.free_span(seg, pages, align, offset);
+                self.source.free_span(seg, taken, align, offset);
             } else {
                 SegmentHeader::kill(h);
                 self.source.free_pages(seg, self.seg_order);

@@ -96,6 +96,9 @@ pub struct Config {
     pub secret: usize,
     /// Debug mode: red zones, poison, full double-free check, call sites (see the README).
     pub debug: bool,
+    /// Debug mode: bytes of freed allocations kept in the quarantine (not handed out again)
+    /// before the oldest go back; 0 turns it off. Default [`Config::DEFAULT_QUARANTINE`].
+    pub quarantine: usize,
 }
 
 impl Config {
@@ -106,6 +109,8 @@ impl Config {
     pub const MIN_SEG_ORDER: u32 = 5;
     /// The largest segment order.
     pub const MAX_SEG_ORDER: u32 = 16;
+    /// Debug mode's default quarantine: 4 MiB (at most 8192 allocations, the ring's size).
+    pub const DEFAULT_QUARANTINE: usize = 4 << 20;
     /// A region holds at least this many segments under the default segment order, so that the
     /// pages lost to alignment at its ends stay a small part of it (see docs/firmware.md).
     pub const SEGMENTS_PER_REGION: usize = 8;
@@ -120,6 +125,7 @@ impl Config {
             discard_threshold: 256,
             secret: 0x5eed_d3a5,
             debug: false,
+            quarantine: Config::DEFAULT_QUARANTINE,
         }
     }
 
@@ -155,6 +161,12 @@ impl Config {
     /// Sets the free pages kept inside segments before free blocks are discarded.
     pub const fn discard_threshold(mut self, pages: usize) -> Self {
         self.discard_threshold = pages;
+        self
+    }
+
+    /// Sets debug mode's quarantine budget in bytes (0: off).
+    pub const fn quarantine(mut self, bytes: usize) -> Self {
+        self.quarantine = bytes;
         self
     }
 

@@ -153,6 +153,9 @@ pub(crate) struct HugeInfo {
     pub(crate) span_pages: usize,
     pub(crate) span_align: usize,
     pub(crate) span_offset: usize,
+    /// Pages after the span, inaccessible (a guard page on sources that can protect pages),
+    /// taken and given back with it; not counted in `span_pages`.
+    pub(crate) guard_pages: usize,
 }
 
 /// Where a huge segment's [`HugeInfo`] lies after its header (the header page holds nothing

@@ -153,3 +153,161 @@ fn records_live_at_the_end_of_each_slab() {
     // SAFETY: live object freed once.
     unsafe { k.kfree(p).unwrap() };
 }
+
+#[test]
+fn quarantine_delays_reuse_and_catches_a_write_after_free_at_the_next_call() {
+    let mut mem = region(4 << 20);
+    let k = kmalloc_mode(&mut mem, Policy::C, 64, true);
+    let p = k
+        .kmalloc_checked(40, 1, Gfp::KERNEL, 0xa11c)
+        .unwrap()
+        .unwrap()
+        .as_ptr();
+    // SAFETY: live object freed once.
+    unsafe { k.kfree_at(p, 0xf4ee).unwrap() };
+    // A freed object is not handed out again while it is quarantined.
+    let again: Vec<_> = (0..50)
+        .map(|_| k.kmalloc(40, Gfp::KERNEL).unwrap().as_ptr())
+        .collect();
+    assert!(!again.contains(&p), "a quarantined object was handed out");
+    let c = k.kmalloc_cache(40, Gfp::KERNEL).unwrap();
+    assert_eq!(
+        k.slabinfo(c).unwrap().active_objs,
+        50,
+        "quarantined is not active"
+    );
+    // A write at offset 0 (where a free object's link would be) after free, then any call.
+    // SAFETY: the freed object is memory of the allocator; written on purpose (the misuse).
+    unsafe { p.write(1) };
+    let f = found(k.kmalloc_checked(8, 1, Gfp::KERNEL, 0).unwrap_err());
+    assert_eq!(
+        (f.kind, f.object, f.offset, f.alloc_site, f.free_site),
+        (FindingKind::UseAfterFree, p as usize, 0, 0xa11c, 0xf4ee)
+    );
+    // Reported once, then out of circulation; validate still names it.
+    let q = k.kmalloc(40, Gfp::KERNEL).unwrap().as_ptr();
+    assert_ne!(q, p);
+    let mut seen = Vec::new();
+    k.validate(|f| seen.push((f.kind, f.object)));
+    assert_eq!(seen, [(FindingKind::UseAfterFree, p as usize)]);
+}
+
+#[test]
+fn quarantine_budget_bounds_the_delay() {
+    let mut mem = region(4 << 20);
+    let arena = dmaslab_core::ArenaPageSource::new(&mut mem).unwrap();
+    let config = dmaslab_core::Config::new(Policy::C)
+        .seg_order(common::SEG_ORDER)
+        .debug(true)
+        .quarantine(4 * 64);
+    let k = dmaslab_core::Kmalloc::new(arena, config).unwrap();
+    let ps: Vec<_> = (0..8)
+        .map(|_| k.kmalloc(40, Gfp::KERNEL).unwrap().as_ptr())
+        .collect();
+    for &p in &ps {
+        // SAFETY: each live, freed once.
+        unsafe { k.kfree(p).unwrap() };
+    }
+    // 256 bytes hold four 64-byte objects: the four oldest are back in their slab, and are
+    // handed out again (the newest first off its free list), the four newest are not.
+    let again: Vec<_> = (0..4)
+        .map(|_| k.kmalloc(40, Gfp::KERNEL).unwrap().as_ptr())
+        .collect();
+    for p in &again {
+        assert!(ps[..4].contains(p), "{p:?} is not one of the oldest");
+    }
+    // A write after free of an object that left the quarantine is found at its reuse.
+    k.quarantine_flush().unwrap();
+    assert_eq!(k.validate(|f| panic!("{f}")), 0);
+}
+
+#[test]
+fn an_underflow_into_the_left_neighbour_is_found_at_free() {
+    let mut mem = region(4 << 20);
+    let k = kmalloc_mode(&mut mem, Policy::C, 64, true);
+    // Slot 0 of each slab is the guard: the first object handed out is slot 1, and each
+    // object's left neighbour is the guard or an object with a red zone.
+    let a = k.kmalloc(30, Gfp::KERNEL).unwrap().as_ptr();
+    assert_eq!(a as usize % 4096, 32, "kmalloc-32's first object is slot 1");
+    let b = k
+        .kmalloc_checked(30, 1, Gfp::KERNEL, 0xb0)
+        .unwrap()
+        .unwrap()
+        .as_ptr();
+    assert_eq!(b as usize, a as usize + 32);
+    let c = k.kmalloc(30, Gfp::KERNEL).unwrap().as_ptr();
+    // (`a`, once reported, is out of circulation and no longer checked as a neighbour.)
+    for (victim, what) in [(a, "guard slot"), (c, "allocated neighbour")] {
+        // SAFETY: one byte below the object: the neighbour's tail (misuse on purpose).
+        unsafe { victim.sub(1).write(0) };
+        // SAFETY: live object freed once.
+        let f = found(unsafe { k.kfree_at(victim, 0xf0) }.unwrap_err());
+        assert_eq!(f.kind, FindingKind::RedZone, "{what}");
+        assert_eq!(
+            (f.object, f.addr),
+            (victim as usize, victim as usize - 1),
+            "{what}"
+        );
+        assert_eq!(f.offset as isize, -1, "{what}");
+        let msg = format!("{}", FreeError::Found(f));
+        assert!(msg.contains("offset -1;"), "{msg}");
+    }
+}
+
+#[test]
+fn a_memcpy_past_the_red_zone_into_a_quarantined_neighbour_is_found_at_free() {
+    let mut mem = region(4 << 20);
+    let k = kmalloc_mode(&mut mem, Policy::C, 64, true);
+    let a = k.kmalloc(30, Gfp::KERNEL).unwrap().as_ptr();
+    let b = k.kmalloc(30, Gfp::KERNEL).unwrap().as_ptr();
+    let c = k.kmalloc(30, Gfp::KERNEL).unwrap().as_ptr();
+    assert_eq!((b as usize - a as usize, c as usize - b as usize), (32, 32));
+    let later: Vec<_> = (0..6)
+        .map(|_| k.kmalloc(200, Gfp::KERNEL).unwrap().as_ptr())
+        .collect();
+    // SAFETY: each live, freed once: `c` is quarantined, poisoned, right of `b`, and older
+    // than the newest few that every call re-checks.
+    unsafe {
+        k.kfree(c).unwrap();
+        for p in later {
+            k.kfree(p).unwrap();
+        }
+    }
+    // 32 bytes copied 32 bytes into `b`: skips b's red zone, lands wholly in `c`.
+    let src = [0x41u8; 32];
+    // SAFETY: the misuse under test: writes the neighbour's slot.
+    unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), b.add(32), 32) };
+    // SAFETY: live object freed once.
+    let f = found(unsafe { k.kfree(b) }.unwrap_err());
+    assert_eq!(
+        (f.kind, f.object, f.offset),
+        (FindingKind::RedZone, b as usize, 32)
+    );
+    // SAFETY: live object freed once; its own neighbours are fine.
+    unsafe { k.kfree(a).unwrap() };
+}
+
+#[test]
+fn natural_alignment_holds_with_guard_slots() {
+    let mut mem = region(8 << 20);
+    let k = kmalloc_mode(&mut mem, Policy::C, 64, true);
+    for size in [
+        1usize, 8, 16, 24, 32, 64, 96, 128, 192, 255, 512, 1024, 2048, 4096,
+    ] {
+        let want = dmaslab_core::size_class::natural_align(size);
+        for _ in 0..40 {
+            let p = k.kmalloc(size, Gfp::KERNEL).unwrap().as_ptr();
+            assert_eq!(p as usize % want, 0, "kmalloc({size}) at {p:?}");
+            if size < 256 {
+                assert_ne!(
+                    p as usize % 4096,
+                    0,
+                    "slot 0 of a one-page slab is the guard ({size})"
+                );
+            }
+        }
+    }
+    let p = k.kmalloc_aligned(512, 512, Gfp::KERNEL).unwrap().as_ptr();
+    assert_eq!(p as usize % 512, 0);
+    assert_eq!(k.validate(|f| panic!("{f}")), 0);
+}

@@ -140,3 +140,89 @@ fn freed_huge_segments_are_reused_and_decay() {
     assert_eq!((c.cached_huge_pages, c.huge_pages), (0, 0), "decayed");
     assert_eq!(k.validate(|f| panic!("validate: {f}")), 0);
 }
+
+/// An mmap source that logs its `protect` calls.
+#[cfg(not(miri))]
+struct Logged {
+    inner: dmaslab_core::MmapPageSource,
+    protected: Vec<(usize, usize, bool)>,
+}
+
+#[cfg(not(miri))]
+impl PageSource for Logged {
+    fn page_size(&self) -> usize {
+        self.inner.page_size()
+    }
+    fn alloc_pages(&mut self, order: u32) -> Option<core::ptr::NonNull<u8>> {
+        self.inner.alloc_pages(order)
+    }
+    unsafe fn free_pages(&mut self, ptr: core::ptr::NonNull<u8>, order: u32) {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.inner.free_pages(ptr, order) }
+    }
+    fn alloc_span(&mut self, p: usize, a: usize, o: usize) -> Option<core::ptr::NonNull<u8>> {
+        self.inner.alloc_span(p, a, o)
+    }
+    unsafe fn free_span(&mut self, ptr: core::ptr::NonNull<u8>, p: usize, a: usize, o: usize) {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.inner.free_span(ptr, p, a, o) }
+    }
+    fn protect(&mut self, ptr: core::ptr::NonNull<u8>, len: usize, access: bool) -> bool {
+        self.protected.push((ptr.as_ptr() as usize, len, access));
+        self.inner.protect(ptr, len, access)
+    }
+}
+
+/// The protection of the mapping holding `addr`, from /proc/self/maps (e.g. "---p").
+#[cfg(not(miri))]
+fn mapping_perms(addr: usize) -> Option<String> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines().find_map(|l| {
+        let (range, rest) = l.split_once(' ')?;
+        let (a, b) = range.split_once('-')?;
+        let (a, b) = (
+            usize::from_str_radix(a, 16).ok()?,
+            usize::from_str_radix(b, 16).ok()?,
+        );
+        (a..b).contains(&addr).then(|| rest[..4].to_string())
+    })
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "mmap and mprotect are not available under Miri")]
+fn a_huge_segment_is_followed_by_a_guard_page() {
+    #[cfg(not(miri))]
+    {
+        let mut src = Logged {
+            inner: dmaslab_core::MmapPageSource::new(),
+            protected: Vec::new(),
+        };
+        let page = src.page_size();
+        let k = Kmalloc::new(&mut src, dmaslab_core::Config::new(Policy::C)).unwrap();
+        let size = 3 << 20;
+        let p = k.kmalloc(size, Gfp::KERNEL).unwrap().as_ptr() as usize;
+        let guard = p + size;
+        // SAFETY: the whole object is usable, its last byte too.
+        unsafe { ((guard - 1) as *mut u8).write(1) };
+        match mapping_perms(guard) {
+            Some(perms) => assert_eq!(&perms, "---p", "the page after the object"),
+            None => {
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr().lock(),
+                    "SKIPPED: /proc/self/maps check: not readable"
+                );
+            }
+        }
+        let pages_before = k.totals().pages.huge_pages;
+        assert_eq!(
+            pages_before,
+            1 + size / page,
+            "the guard is not counted as a page held"
+        );
+        // SAFETY: live, freed once; then the allocator and its mappings go.
+        unsafe { k.kfree(p as *mut u8).unwrap() };
+        drop(k);
+        assert_eq!(src.protected, [(guard, page, false)]);
+    }
+}

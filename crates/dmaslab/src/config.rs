@@ -2,7 +2,9 @@
 //!
 //! `DMASLAB_POLICY=A|B|C` (default C), `DMASLAB_DMA_MINALIGN=32|64|128|256` (default 64),
 //! `DMASLAB_STATS=stderr|PATH` (`%p` in PATH becomes the pid; unset: no statistics),
-//! `DMASLAB_DEBUG=0|1` (default 0: debug mode, see docs/hardening.md). An unknown
+//! `DMASLAB_DEBUG=0|1` (default 0: debug mode, see docs/hardening.md),
+//! `DMASLAB_QUARANTINE=BYTES` (debug mode's quarantine of freed objects, a decimal byte count,
+//! 0: off; default 4 MiB, `Config::DEFAULT_QUARANTINE`). An unknown
 //! value is reported on stderr once (the environment is read once per process) and the default
 //! used.
 //!
@@ -14,7 +16,7 @@
 
 use crate::platform::{stderr_line, FixedBuf};
 use core::ffi::CStr;
-use dmaslab_core::{Policy, SpinLock, DMA_MINALIGNS};
+use dmaslab_core::{Config, Policy, SpinLock, DMA_MINALIGNS};
 
 /// Longest `DMASLAB_STATS` path kept (bytes, before `%p` expansion).
 pub const STATS_PATH_MAX: usize = 512;
@@ -48,6 +50,9 @@ pub struct Settings {
     /// Debug mode (`DMASLAB_DEBUG=1`): red zones, poison, full double-free checks and call
     /// sites in the core; magazines are bypassed so every operation is checked.
     pub debug: bool,
+    /// Debug mode's quarantine in bytes (`DMASLAB_QUARANTINE`; 0: freed objects go back at
+    /// once).
+    pub quarantine: usize,
     /// `DMASLAB_TRACE` is set: `libdmaslab.so` records every call, which its fast paths have no
     /// hook for, so the process-wide heap runs without thread magazines.
     pub trace: bool,
@@ -60,6 +65,7 @@ impl Default for Settings {
             dma_minalign: 64,
             stats: StatsTarget::None,
             debug: false,
+            quarantine: Config::DEFAULT_QUARANTINE,
             trace: false,
         }
     }
@@ -83,6 +89,17 @@ pub fn parse_debug(s: &[u8]) -> Option<bool> {
         b"1" => Some(true),
         _ => None,
     }
+}
+
+/// Parses a `DMASLAB_QUARANTINE` value: a decimal byte count (no sign, no suffix).
+pub fn parse_quarantine(s: &[u8]) -> Option<usize> {
+    if s.is_empty() || s.len() > 19 {
+        return None;
+    }
+    s.iter().try_fold(0usize, |n, &b| {
+        b.is_ascii_digit()
+            .then(|| n.checked_mul(10)?.checked_add((b - b'0') as usize))?
+    })
 }
 
 /// Parses a `DMASLAB_STATS` value: `stderr`, or a non-empty path that fits [`STATS_PATH_MAX`].
@@ -158,6 +175,12 @@ impl Settings {
             match parse_debug(v) {
                 Some(d) => s.debug = d,
                 None => warn("DMASLAB_DEBUG", v, "0"),
+            }
+        }
+        if let Some(v) = getenv(c"DMASLAB_QUARANTINE") {
+            match parse_quarantine(v) {
+                Some(q) => s.quarantine = q,
+                None => warn("DMASLAB_QUARANTINE", v, "4194304"),
             }
         }
         s
@@ -265,6 +288,11 @@ mod tests {
         assert_eq!(parse_debug(b"1"), Some(true));
         assert_eq!(parse_debug(b"0"), Some(false));
         assert_eq!(parse_debug(b"yes"), None);
+        assert_eq!(parse_quarantine(b"0"), Some(0));
+        assert_eq!(parse_quarantine(b"1048576"), Some(1 << 20));
+        for bad in [&b""[..], b"1M", b"-1", b" 1", b"99999999999999999999"] {
+            assert_eq!(parse_quarantine(bad), None, "{bad:?}");
+        }
         let code = CodeSettings::NONE.policy(Policy::A).dma_minalign(48);
         let s = code.over(Settings::default().debug(true));
         assert_eq!(

@@ -130,7 +130,8 @@ impl Heap {
             .dma_minalign(settings.dma_minalign)
             .secret(platform::random_u64() as usize | 1)
             .discard_threshold(DISCARD_THRESHOLD)
-            .debug(settings.debug);
+            .debug(settings.debug)
+            .quarantine(settings.quarantine);
         let core = match Kmalloc::new(MmapPageSource::new(), config) {
             Ok(k) => k,
             Err(_) => fatal("cannot build the allocator (bad configuration)"),
@@ -230,7 +231,8 @@ impl Heap {
     /// The one allocation path: the core's per-CPU layer with this thread's cache. A corrupted
     /// free list, or a debug finding, is reported and aborts.
     fn alloc(&self, size: usize, align: usize, gfp: Gfp, site: usize) -> *mut u8 {
-        let size = size.max(1);
+        // Debug mode keeps 0: a distinct object whose whole slot is red zone.
+        let size = if self.debug { size } else { size.max(1) };
         let res = self
             // SAFETY: the cache `with_cpu` gives is bound to this core (invariant).
             .with_cpu(|k, cc| unsafe { k.kmalloc_cpu(cc, size, align, gfp, site) })
@@ -322,7 +324,7 @@ impl Heap {
             return self.malloc_aligned_at(size, align, site);
         }
         let old = self.usable_size(ptr);
-        if old == 0 {
+        if old == 0 && self.core.ksize(ptr).is_none() {
             bad_free(FreeError::InvalidPointer(ptr as usize));
         }
         if size <= old && size > old / 2 && !self.debug {

@@ -69,6 +69,28 @@ impl<P: PageSource> Kmalloc<P> {
         if !align.is_power_of_two() {
             return Ok(None);
         }
+        if !self.config.debug {
+            return self.kmalloc_once(size, align, gfp, site);
+        }
+        self.quarantine_recheck()?;
+        match self.kmalloc_once(size, align, gfp, site)? {
+            // Out of memory: what the quarantine holds may be what is missing.
+            None if self.quarantine.lock().len() > 0 => {
+                self.quarantine_flush()?;
+                self.kmalloc_once(size, align, gfp, site)
+            }
+            p => Ok(p),
+        }
+    }
+
+    /// One try of [`kmalloc_checked`](Self::kmalloc_checked) (`align` a power of two).
+    fn kmalloc_once(
+        &self,
+        size: usize,
+        align: usize,
+        gfp: Gfp,
+        site: usize,
+    ) -> Result<Option<NonNull<u8>>, FreeError> {
         let p = match self.cache_for(size, align, gfp) {
             Some(id) => {
                 let handle = self.site_handle(site);
@@ -138,22 +160,35 @@ impl<P: PageSource> Kmalloc<P> {
         site: usize,
     ) -> Result<(), FreeError> {
         let addr = ptr as usize;
+        self.quarantine_recheck()?;
         match self.locate(addr) {
             Loc::Slab { head, cache, .. } => {
                 if expect.is_some_and(|e| e != cache) {
                     return Err(FreeError::WrongCache(addr));
                 }
                 let handle = self.site_handle(site);
+                let hold = self.quarantines(cache);
                 let Some(mut c) = self.lock_slab(head, cache) else {
                     return Err(FreeError::InvalidPointer(addr));
                 };
                 // SAFETY: `head` is a slab of this cache (checked under its lock) holding `ptr`.
-                let res = unsafe { c.free(head, ptr, &self.pages, &self.map, handle) };
+                let res = unsafe {
+                    if hold {
+                        c.quarantine_free(head, ptr, handle)
+                    } else {
+                        c.free(head, ptr, &self.pages, &self.map, handle)
+                    }
+                };
                 if res.is_ok() {
                     c.count_free(1);
                 }
+                let bytes = c.size;
                 drop(c);
-                res.map_err(|e| self.resolve(e))
+                res.map_err(|e| self.resolve(e))?;
+                if hold {
+                    self.quarantine_put(Entry { addr, bytes })?;
+                }
+                Ok(())
             }
             Loc::Large { seg, head } => {
                 if expect.is_some() {

@@ -244,6 +244,9 @@ impl<P: PageSource> Kmalloc<P> {
 
     /// Shrinks every cache and gives the spare segment back; returns slab pages released.
     pub fn shrink_all(&self) -> usize {
+        // Debug mode: quarantined objects go back first (a write after free found here is
+        // left for `validate` to report).
+        let _ = self.quarantine_flush();
         let n = self
             .caches
             .iter()

@@ -7,13 +7,15 @@
 //! 1. a class's depot (`depots[i]`, the per-CPU layer's; never held while taking another, but
 //!    [`Kmalloc::lock_all`] takes them first),
 //! 2. `create_lock` (cache creation and destruction),
-//! 3. a cache's lock (`caches[i]`; one at a time),
-//! 4. `sites` (debug mode's call-site table),
-//! 5. the page layer (`pages`).
+//! 3. `quarantine` (debug mode's; never taken while a cache's lock is held),
+//! 4. a cache's lock (`caches[i]`; one at a time),
+//! 5. `sites` (debug mode's call-site table),
+//! 6. the page layer (`pages`).
 
 mod alloc;
 mod caches;
 mod lookup;
+mod quarantine;
 mod stats;
 
 use crate::debug::{Finding, SiteTable};
@@ -33,6 +35,7 @@ use core::fmt::{self, Write};
 use core::mem::MaybeUninit;
 use core::ptr::{addr_of_mut, NonNull};
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use quarantine::{Entry, Quarantine};
 
 /// How many caches one allocator can hold: the kmalloc and dma-kmalloc caches (at most 26) and
 /// the user's.
@@ -234,6 +237,8 @@ pub struct Kmalloc<P: PageSource> {
     create_lock: SpinLock<()>,
     /// Debug mode's call sites (lock order: after a cache's, before the page layer's).
     sites: SpinLock<SiteTable>,
+    /// Debug mode's quarantine of freed objects (`quarantine.rs`).
+    quarantine: SpinLock<Quarantine>,
 }
 
 /// The kmalloc name of class `size`: `96`, `1k`, `8k`.
@@ -354,6 +359,7 @@ impl<P: PageSource> Kmalloc<P> {
             addr_of_mut!((*k).dma_caches).write([NO_CACHE; NR_KMALLOC_CLASSES]);
             addr_of_mut!((*k).create_lock).write(SpinLock::new(()));
             addr_of_mut!((*k).sites).write(SpinLock::new(SiteTable::EMPTY));
+            addr_of_mut!((*k).quarantine).write(SpinLock::new(Quarantine::new(config.quarantine)));
         }
         // SAFETY: every field was written just above.
         let k = unsafe { slot.assume_init_mut() };
@@ -378,6 +384,7 @@ impl<P: PageSource> Kmalloc<P> {
             dma_caches: _,
             create_lock: _,
             sites: _,
+            quarantine: _,
         } = k;
         let mut next = 0u16;
         let m = config.kmalloc_minalign();
@@ -506,6 +513,7 @@ impl<P: PageSource> Kmalloc<P> {
             }
             self.pages.force_unlock();
             self.sites.force_unlock();
+            self.quarantine.force_unlock();
             self.create_lock.force_unlock();
         }
     }
@@ -518,6 +526,7 @@ impl<P: PageSource> Kmalloc<P> {
         }
         let g = self.create_lock.lock();
         core::mem::forget(g);
+        core::mem::forget(self.quarantine.lock());
         for c in &self.caches {
             core::mem::forget(c.lock());
         }

@@ -39,9 +39,11 @@ impl KmemCache {
                 unsafe {
                     let base = self.slab_base(d);
                     let inuse = (*d).inuse as usize;
+                    // A debug slab's guard slot is never handed out.
+                    let cap = self.objects - self.guard_slots();
                     let fits = match tag {
-                        LIST_PARTIAL => inuse > 0 && inuse < self.objects,
-                        LIST_FULL => inuse == self.objects,
+                        LIST_PARTIAL => inuse > 0 && inuse < cap,
+                        LIST_FULL => inuse == cap,
                         _ => inuse == 0,
                     };
                     if (*d).list != tag || !fits {

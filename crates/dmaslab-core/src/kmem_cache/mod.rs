@@ -2,9 +2,10 @@
 //! part, which the hosted heap adds as magazines).
 
 mod check;
+mod debug;
 
 use crate::buddy::BuddyLink;
-use crate::debug::{DebugRecord, Finding, FindingKind, ObjectRef, RECORD_BYTES};
+use crate::debug::{Finding, FindingKind, ObjectRef, RECORD_BYTES};
 use crate::divisor::Divisor;
 use crate::geometry::slab_order;
 use crate::page_layer::PageLayer;
@@ -158,6 +159,9 @@ pub struct KmemCache {
     full: SlabList,
     empty: SlabList,
     pub(crate) active_objs: usize,
+    /// Debug mode: objects of `active_objs` in the quarantine (freed, not yet back in their
+    /// slabs); slabinfo does not count them as active.
+    pub(crate) quarantined: usize,
     /// Bytes and allocations of this cache's objects (see [`Usage`]).
     pub(crate) usage: Usage,
 }
@@ -188,6 +192,7 @@ impl KmemCache {
         full: SlabList::EMPTY,
         empty: SlabList::EMPTY,
         active_objs: 0,
+        quarantined: 0,
         usage: Usage::ZERO,
     };
 
@@ -408,22 +413,6 @@ impl KmemCache {
         self.usage.free(self.size, n);
     }
 
-    /// The debug view of object `obj` of the slab at `base`.
-    ///
-    /// # Safety
-    /// Debug mode is on, `base` starts a slab of this cache, `obj` is one of its objects.
-    unsafe fn object_ref(&self, base: *mut u8, obj: *mut u8) -> ObjectRef<'_> {
-        let i = (obj as usize - base as usize) / self.size;
-        // SAFETY: a debug slab holds one record per object at `records_off` (caller).
-        let rec = unsafe { base.add(self.records_off).cast::<DebugRecord>().add(i) };
-        ObjectRef {
-            cache: &self.name,
-            obj,
-            stride: self.size,
-            rec,
-        }
-    }
-
     /// The first byte of the slab headed by `d`.
     ///
     /// # Safety
@@ -451,10 +440,7 @@ impl KmemCache {
             let d = SegmentHeader::desc_ptr(seg, i);
             let base = SegmentHeader::page_ptr(seg, i, self.page_shift);
             if self.debug {
-                geom.init(d, base);
-                for k in 0..self.objects {
-                    self.object_ref(base, base.add(k * self.size)).init();
-                }
+                self.init_debug_slab(d, base);
             } else {
                 geom.init_lazy(d);
             }
@@ -497,13 +483,8 @@ impl KmemCache {
         site: u16,
     ) -> Result<(), FreeError> {
         if self.debug {
-            let off = obj as usize - base as usize;
-            if !self.geom().is_object_start(off) {
-                return Err(FreeError::InvalidPointer(obj as usize));
-            }
-            // SAFETY: `obj` starts an object of the slab at `base` (checked above), a debug
-            // slab with a record per object.
-            unsafe { self.object_ref(base, obj).on_free(site) }.map_err(FreeError::Found)?;
+            // SAFETY: forwarded from the caller.
+            unsafe { self.debug_free(base, obj, site, false) }?;
         }
         // SAFETY: forwarded from the caller.
         unsafe { self.push_free(d, base, obj, pages, map) }?;
@@ -560,22 +541,6 @@ impl KmemCache {
         Ok(())
     }
 
-    /// Debug mode: the size object `obj` of slab `d` was last requested with (0: never handed
-    /// out). Without debug mode: the object size.
-    ///
-    /// # Safety
-    /// As for [`free`](Self::free); `obj` is an object start.
-    pub(crate) unsafe fn requested(&self, d: *mut PageDesc, obj: *mut u8) -> usize {
-        if !self.debug {
-            return self.size;
-        }
-        // SAFETY: as the caller promises; debug slabs end with their records.
-        unsafe {
-            let base = self.slab_base(d);
-            (*self.object_ref(base, obj).rec).requested as usize
-        }
-    }
-
     /// Full check: is the object at `obj` of slab `d` free? O(objects).
     ///
     /// # Safety
@@ -626,7 +591,7 @@ impl KmemCache {
         let num_slabs = self.partial.len + self.full.len + self.empty.len;
         SlabInfo {
             name: self.name,
-            active_objs: self.active_objs,
+            active_objs: self.active_objs - self.quarantined,
             num_objs: num_slabs * self.objects,
             objsize: self.size,
             objperslab: self.objects,
