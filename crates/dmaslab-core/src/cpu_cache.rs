@@ -22,7 +22,7 @@
 //! use after free, both reported by the slow paths with the object.
 
 use crate::debug::FindingKind;
-use crate::freed_tag::{first_word, set_first_word, tag_of};
+use crate::freed_tag::{first_word, may_hold, set_first_word, tag_of};
 use crate::kmalloc::{CacheId, Kmalloc, SegmentHint, MAX_CACHES};
 use crate::kmem_cache::FreeError;
 use crate::magazine::{capacity_for, Magazine, Take, MAG_BYTES_SELF};
@@ -183,9 +183,9 @@ impl<P: PageSource> Kmalloc<P> {
         unsafe {
             let m = *cc.loaded.get_unchecked(x);
             let tag = tag_of(p, cc.tag_secret);
-            if m.is_null() || first_word(p) == tag {
-                // No magazine (none yet, or a class without magazines), or a double free (the
-                // full path confirms and reports it).
+            if m.is_null() || may_hold(p, tag) {
+                // No magazine (none yet, or a class without magazines), or perhaps a double
+                // free (the full path compares the whole word, and reports it).
                 return false;
             }
             // `p` becomes the recent object; the previous one goes on top of its magazine.
