@@ -16,10 +16,16 @@
 //!
 //! Objects in magazines (of CPU caches or of the depot) look allocated to the slabs: slabinfo's
 //! `active_objs` counts them. Magazines are themselves `kmalloc-512` objects.
+//!
+//! Every object freed into the recent slot or a magazine carries the freed-object tag
+//! ([`crate::freed_tag`]): a free that finds it is a double free, an allocation that misses it a
+//! use after free, both reported by the slow paths with the object.
 
+use crate::debug::FindingKind;
+use crate::freed_tag::{first_word, may_hold, set_first_word, tag_of};
 use crate::kmalloc::{CacheId, Kmalloc, SegmentHint, MAX_CACHES};
 use crate::kmem_cache::FreeError;
-use crate::magazine::{capacity_for, Magazine, MAG_BYTES_SELF};
+use crate::magazine::{capacity_for, Magazine, Take, MAG_BYTES_SELF};
 use crate::page_source::PageSource;
 use crate::policy::Gfp;
 use core::ptr::{self, NonNull};
@@ -39,8 +45,10 @@ pub const NO_CLASS: u8 = u8::MAX;
 ///
 /// # Invariants
 /// Each non-null `loaded[i]`/`prev[i]` is a magazine owned by this cache, of cache index `i`;
-/// `recent` is a free object of cache `recent_x` owned by this cache, or `recent_x` is
-/// [`NO_CLASS`]; `seg_hint` holds segments of the bound allocator (see [`SegmentHint`]).
+/// `recent` is a free object of cache `recent_x` owned by this cache, holding its freed-object
+/// tag, or `recent_x` is [`NO_CLASS`] (and `recent` is stale); `seg_hint` holds segments of the bound allocator (see
+/// [`SegmentHint`]); `tag_secret` is the bound allocator's (0 before any `*_cpu` call, when the
+/// cache holds nothing).
 pub struct CpuCache {
     loaded: [*mut Magazine; MAX_CACHES],
     prev: [*mut Magazine; MAX_CACHES],
@@ -48,6 +56,7 @@ pub struct CpuCache {
     seg_hint: SegmentHint,
     recent: *mut u8,
     recent_x: u8,
+    tag_secret: usize,
 }
 
 // SAFETY: a `CpuCache` owns its magazines and objects; nothing in it is tied to a thread (a
@@ -68,6 +77,7 @@ impl CpuCache {
         seg_hint: SegmentHint::NONE,
         recent: ptr::null_mut(),
         recent_x: NO_CLASS,
+        tag_secret: 0,
     };
 
     /// Has a free through the slow path recorded a segment yet? Until then [`Kmalloc::kfree_fast`]
@@ -78,40 +88,53 @@ impl CpuCache {
     }
 
     /// An object of cache index `x` from this cache (the recent object, else the loaded
-    /// magazine's top), or `None`: the caller then takes [`Kmalloc::kmalloc_cpu`].
+    /// magazine's top), or `None`: the caller then takes [`Kmalloc::kmalloc_cpu`] (which also
+    /// reports an object whose freed-object tag was overwritten: such an object is left in place
+    /// here).
     ///
     /// # Safety
     /// `x < MAX_CACHES`.
     #[inline(always)]
     pub unsafe fn alloc_fast(&mut self, x: u8) -> Option<NonNull<u8>> {
-        // SAFETY: `recent` is a free object of class `recent_x` owned by us (invariant); `x` is
-        // in bounds (caller); a non-null loaded magazine is ours, `objs[..count]` free objects
-        // of cache `x`.
-        unsafe {
-            if self.recent_x == x {
-                let p = self.recent;
-                // Cleared, so that freeing `p` again is not taken for a double free.
-                self.recent = ptr::null_mut();
-                self.recent_x = NO_CLASS;
-                return Some(NonNull::new_unchecked(p));
-            }
-            let m = *self.loaded.get_unchecked(x as usize);
-            if m.is_null() {
-                return None;
-            }
-            Magazine::pop(m)
+        // SAFETY: `x` is in bounds (caller).
+        match unsafe { self.take(x, true) } {
+            Take::Object(p) => Some(p),
+            _ => None,
         }
     }
 
-    /// Is `p` the object this cache freed last into magazine `m`'s class (the recent object, or
-    /// the top of `m`)? Freeing it again is a double free.
+    /// The recent object if it is of cache `x`, else the top of `loaded[x]`, with its tag
+    /// checked and cleared ([`Magazine::take`]; `keep_broken` as there).
     ///
     /// # Safety
-    /// `m` is a valid magazine of this cache.
+    /// `x < MAX_CACHES`.
     #[inline(always)]
-    unsafe fn freed_last(&self, m: *const Magazine, p: *mut u8) -> bool {
-        // SAFETY: forwarded from the caller.
-        self.recent == p || unsafe { Magazine::top(m) } == p
+    unsafe fn take(&mut self, x: u8, keep_broken: bool) -> Take {
+        // SAFETY: `recent` is a free object of class `recent_x` owned by us, holding its tag
+        // (invariant); `x` is in bounds (caller); a non-null loaded magazine is ours.
+        unsafe {
+            if self.recent_x == x {
+                let p = self.recent;
+                let tag = tag_of(p, self.tag_secret);
+                let w = first_word(p);
+                if w != tag {
+                    if !keep_broken {
+                        self.recent_x = NO_CLASS;
+                    }
+                    return Take::Broken { p, word: w };
+                }
+                // Cleared, so that freeing `p` again is not taken for a double free. (`recent`
+                // itself means nothing once `recent_x` says "none".)
+                set_first_word(p, 0);
+                self.recent_x = NO_CLASS;
+                return Take::Object(NonNull::new_unchecked(p));
+            }
+            let m = *self.loaded.get_unchecked(x as usize);
+            if m.is_null() {
+                return Take::Empty;
+            }
+            Magazine::take(m, self.tag_secret, keep_broken)
+        }
     }
 
     /// Objects held: (magazines, objects, the recent object included).
@@ -142,8 +165,8 @@ impl<P: PageSource> Kmalloc<P> {
     }
 
     /// `kfree(p)` into `cc` without a lock when that is quick: `p` lies in a segment `cc`'s hint
-    /// holds, is an object start of a cached class, and is neither `cc`'s recent object nor on
-    /// top of its magazine. False otherwise (null `p` included): the caller then takes
+    /// holds, is an object start of a cached class, and does not hold its freed-object tag
+    /// (else it is a double free). False otherwise (null `p` included): the caller then takes
     /// [`kfree_cpu`](Self::kfree_cpu), which repeats the checks and reports misuse.
     ///
     /// # Safety
@@ -154,29 +177,37 @@ impl<P: PageSource> Kmalloc<P> {
             return false;
         };
         let x = id.index();
-        prefetch_for_write(p);
         // SAFETY: `x < MAX_CACHES` (a cache index); magazines and the recent object are `cc`'s
-        // (invariant); `p` is an object start of a slab of cache `x` that the caller gives up.
+        // (invariant); `p` is an object start of a slab of cache `x` that the caller gives up
+        // (readable: its slab is live).
         unsafe {
             let m = *cc.loaded.get_unchecked(x);
-            if m.is_null() || cc.freed_last(m, p) {
-                // No magazine (none yet, or a class without magazines), or `free(p); free(p)`.
+            let tag = tag_of(p, cc.tag_secret);
+            if m.is_null() || may_hold(p, tag) {
+                // No magazine (none yet, or a class without magazines), or perhaps a double
+                // free (the full path compares the whole word, and reports it).
                 return false;
             }
-            // `p` becomes the recent object; the previous one goes on top of its magazine. The
-            // next allocation then depends on no load made through `p`.
+            // `p` becomes the recent object; the previous one goes on top of its magazine.
             let rx = cc.recent_x;
             if rx != NO_CLASS {
                 // Out of line: in a malloc/free pair the allocation took the recent object back,
-                // and the fall-through to the two stores is the pair's whole path.
+                // and the fall-through to the stores is the pair's whole path.
                 cold_path();
                 let rm = *cc.loaded.get_unchecked(rx as usize);
                 // (Null only after a failed magazine allocation.)
                 if rm.is_null() || !Magazine::push(rm, cc.recent) {
                     // No room for the recent object: `p` goes into its own magazine instead.
-                    return Magazine::push(m, p);
+                    if !Magazine::push(m, p) {
+                        return false;
+                    }
+                    set_first_word(p, tag);
+                    return true;
                 }
             }
+            // The store also brings `p`'s line in for writing: the drain that later links it
+            // into its slab finds it there.
+            set_first_word(p, tag);
             cc.recent = p;
             cc.recent_x = x as u8;
         }
@@ -206,6 +237,7 @@ impl<P: PageSource> Kmalloc<P> {
             return self.kmalloc_checked(size, align, gfp, site);
         };
         let x = x as usize;
+        cc.tag_secret = self.freed_tag_secret();
         // SAFETY: `x` is a cache index; the cache is `cc`'s (caller).
         let p = match unsafe { cc.alloc_fast(x as u8) } {
             Some(p) => p,
@@ -223,9 +255,10 @@ impl<P: PageSource> Kmalloc<P> {
     }
 
     /// Frees `p` (null is ignored): a slab object of a kmalloc class into `cc`'s magazines, with
-    /// the double-free test against `cc`'s recent object and its magazine's top; anything else
-    /// (page runs, user caches, debug mode) through [`kfree_at`](Self::kfree_at). Invalid and
-    /// double frees are reported as errors and change nothing.
+    /// the double-free test by its freed-object tag (and against `cc`'s recent object and its
+    /// magazine's top); anything else (page runs, user caches, debug mode) through
+    /// [`kfree_at`](Self::kfree_at). Invalid and double frees are reported as errors and change
+    /// nothing.
     ///
     /// # Safety
     /// `cc` keeps the [`CpuCache`] contract with this allocator; as for [`kfree`](Self::kfree)
@@ -240,24 +273,31 @@ impl<P: PageSource> Kmalloc<P> {
             return Ok(());
         }
         if !self.config().debug {
+            cc.tag_secret = self.freed_tag_secret();
             if let Some(id) = self.cache_of_hinted(p, &mut cc.seg_hint) {
                 let x = id.index();
-                if cc.recent == p {
-                    return Err(FreeError::DoubleFree(p as usize));
-                }
                 // SAFETY: `x < MAX_CACHES`; a non-null loaded magazine is `cc`'s (invariant);
-                // `p` is an object start of cache `x` that the caller gives up.
+                // `p` is an object start of a live slab of cache `x` (readable) that the caller
+                // gives up.
                 unsafe {
                     let m = cc.loaded[x];
-                    if !m.is_null() {
-                        if Magazine::top(m) == p {
+                    if !m.is_null() || self.is_kmalloc(id) {
+                        let tag = tag_of(p, cc.tag_secret);
+                        let w = first_word(p);
+                        if w == tag {
+                            // Freed into some CPU cache already (its tag is cleared whenever
+                            // one is handed out).
+                            return Err(self.freed_tag_error(FindingKind::DoubleFree, x, p, w));
+                        }
+                        if !m.is_null() && Magazine::top(m) == p {
+                            // The top of a refill, never handed out since. (The recent object
+                            // holds its tag.)
                             return Err(FreeError::DoubleFree(p as usize));
                         }
-                        if Magazine::push(m, p) {
+                        set_first_word(p, tag);
+                        if !m.is_null() && Magazine::push(m, p) {
                             return Ok(());
                         }
-                    }
-                    if !m.is_null() || self.is_kmalloc(id) {
                         return self.cpu_free_slow(cc, x, p);
                     }
                 }
@@ -276,6 +316,7 @@ impl<P: PageSource> Kmalloc<P> {
         if self.config().debug {
             return self.usable_size(p);
         }
+        cc.tag_secret = self.freed_tag_secret();
         match self.cache_of_hinted(p, &mut cc.seg_hint) {
             Some(id) => Some(self.cache_size(id.index())),
             None => self.ksize(p),
@@ -293,10 +334,10 @@ impl<P: PageSource> Kmalloc<P> {
         if cc.recent_x != NO_CLASS {
             let p = cc.recent;
             let x = cc.recent_x as usize;
-            cc.recent = ptr::null_mut();
             cc.recent_x = NO_CLASS;
-            // SAFETY: the recent object is ours, a free object of cache `x` (invariant).
-            res = unsafe { self.kmem_cache_free(CacheId::from_index(x), p) };
+            // SAFETY: the recent object is ours, a free object of cache `x` holding its tag
+            // (invariant).
+            res = unsafe { self.cache_free_bulk(x, &[p], &mut cc.seg_hint, 0) }.map_err(|e| e.1);
         }
         for x in 0..MAX_CACHES {
             for m in [cc.loaded[x], cc.prev[x]] {
@@ -338,13 +379,22 @@ impl<P: PageSource> Kmalloc<P> {
     ) -> Result<Option<NonNull<u8>>, FreeError> {
         // SAFETY: `cc`'s magazines are its own (invariant); those from the depot become ours.
         unsafe {
+            // 0. The fast path left an object whose tag is broken in place: report it (it stays
+            // out of circulation).
+            match cc.take(x as u8, false) {
+                Take::Empty => {}
+                Take::Object(p) => return Ok(Some(p)),
+                Take::Broken { p, word } => {
+                    return Err(self.freed_tag_error(FindingKind::UseAfterFree, x, p, word));
+                }
+            }
             let loaded = cc.loaded[x];
             let prev = cc.prev[x];
             // 1. The previous magazine has objects: swap.
             if !prev.is_null() && !(*prev).is_empty() {
                 cc.prev[x] = loaded;
                 cc.loaded[x] = prev;
-                return Ok(Magazine::pop(prev));
+                return self.take_checked(prev, x);
             }
             // 2. A loaded magazine from the depot; our empty `prev` goes there in exchange.
             let (full, spare) = {
@@ -365,7 +415,7 @@ impl<P: PageSource> Kmalloc<P> {
                 // place.
                 cc.prev[x] = loaded;
                 cc.loaded[x] = f;
-                return Ok(Magazine::pop(f));
+                return self.take_checked(f, x);
             }
             // 3. Refill from the slabs under one cache lock.
             let m = if loaded.is_null() {
@@ -381,10 +431,32 @@ impl<P: PageSource> Kmalloc<P> {
             let cap = (*m).cap as usize;
             let (n, bad) = self.cache_alloc_bulk(x, &mut (&mut (*m).objs)[..cap]);
             (*m).count = n as u32;
+            // The refill's objects carry no tag (fresh ones must stay untouched).
+            (*m).untagged = n as u16;
             if let Some(e) = bad {
                 return Err(e);
             }
-            Ok(Magazine::pop(m))
+            self.take_checked(m, x)
+        }
+    }
+
+    /// [`Magazine::take`] for a slow path: an object whose tag is broken is taken out of
+    /// circulation and reported.
+    ///
+    /// # Safety
+    /// `m` is a magazine of cache `x` owned by the caller.
+    unsafe fn take_checked(
+        &self,
+        m: *mut Magazine,
+        x: usize,
+    ) -> Result<Option<NonNull<u8>>, FreeError> {
+        // SAFETY: forwarded from the caller.
+        match unsafe { Magazine::take(m, self.freed_tag_secret(), false) } {
+            Take::Empty => Ok(None),
+            Take::Object(p) => Ok(Some(p)),
+            Take::Broken { p, word } => {
+                Err(self.freed_tag_error(FindingKind::UseAfterFree, x, p, word))
+            }
         }
     }
 
@@ -468,8 +540,9 @@ impl<P: PageSource> Kmalloc<P> {
         )
     }
 
-    /// Returns the objects of `m` to their slabs under one cache lock; `m` is then empty. On an
-    /// error the objects not yet returned are dropped from the magazine (they leak).
+    /// Returns the objects of `m` to their slabs under one cache lock, checking the tags of the
+    /// tagged ones; `m` is then empty. On an error the objects not yet returned are dropped from
+    /// the magazine (they leak).
     ///
     /// # Safety
     /// `m` is a magazine of cache `x` owned by the caller; `hint` the caller's segment hint.
@@ -482,9 +555,12 @@ impl<P: PageSource> Kmalloc<P> {
         // SAFETY: we own `m` and its objects.
         unsafe {
             let n = (*m).count as usize;
+            let tagged_from = (*m).untagged as usize;
             (*m).count = 0;
+            (*m).untagged = 0;
             let objs = &mut (&mut (*m).objs)[..n];
-            self.cache_free_bulk(x, objs, hint).map_err(|(_, e)| e)
+            self.cache_free_bulk(x, objs, hint, tagged_from)
+                .map_err(|(_, e)| e)
         }
     }
 
@@ -522,21 +598,6 @@ impl<P: PageSource> Kmalloc<P> {
             None => Ok(()),
         }
     }
-}
-
-/// Starts bringing the line at `p` in for writing: the drain that later links a freed object into
-/// its slab finds it there (random-1M: the drain went from 15 % to 7 % of the profile).
-#[inline(always)]
-fn prefetch_for_write(p: *mut u8) {
-    // (Not under Miri, which runs no inline assembly; a prefetch changes nothing it checks.)
-    #[cfg(all(target_arch = "x86_64", not(miri)))]
-    // SAFETY: `prefetchw` never faults and changes no memory, whatever the address (CPUs
-    // without it execute it as a no-op).
-    unsafe {
-        core::arch::asm!("prefetchw [{}]", in(reg) p, options(nostack, readonly, preserves_flags));
-    }
-    #[cfg(any(not(target_arch = "x86_64"), miri))]
-    let _ = p;
 }
 
 /// Marks the branch that calls it as unlikely: a call to a `#[cold]` function (the core's MSRV,

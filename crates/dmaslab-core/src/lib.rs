@@ -45,6 +45,7 @@ mod cpu_cache;
 mod debug;
 pub mod depot;
 mod divisor;
+mod freed_tag;
 pub mod geometry;
 mod kmalloc;
 mod kmem_cache;

@@ -5,7 +5,23 @@
 //! else and show up in `kmalloc-512` of the slabinfo table. Objects held in a magazine look
 //! allocated to the core: its `active_objs` counts them.
 
+use crate::freed_tag::{first_word, set_first_word, tag_of};
 use core::ptr::{self, NonNull};
+
+/// What [`Magazine::take`] found on top.
+pub(crate) enum Take {
+    /// Nothing: the magazine is empty.
+    Empty,
+    /// An object, now the caller's.
+    Object(NonNull<u8>),
+    /// A tagged object whose first word `word` is no longer its tag: written after free.
+    Broken {
+        /// The object.
+        p: *mut u8,
+        /// Its first word.
+        word: usize,
+    },
+}
 
 /// The most objects a magazine holds: 62 pointers plus the header make 512 bytes.
 pub const MAG_MAX: usize = 62;
@@ -34,15 +50,20 @@ pub const fn capacity_for(size: usize) -> usize {
 /// A magazine.
 ///
 /// # Invariants
-/// `count <= cap <= MAG_MAX`; `objs[..count]` are free objects of one cache, each owned by the
-/// magazine (nobody else uses them until popped). `next` links magazines in a depot list and is
-/// null whenever the magazine is not on one (so [`Magazine::top`] of an empty magazine is null).
+/// `untagged <= count <= cap <= MAG_MAX`; `objs[..count]` are free objects of one cache, each
+/// owned by the magazine (nobody else uses them until popped); `objs[untagged..count]` hold
+/// their freed-object tag ([`crate::freed_tag`]) in their first word, `objs[..untagged]` came
+/// from a slab refill and their memory is not looked at. `next` links magazines in a depot list
+/// and is null whenever the magazine is not on one (so [`Magazine::top`] of an empty magazine is
+/// null).
 #[repr(C)]
 pub struct Magazine {
     /// Objects held.
     pub count: u32,
     /// Capacity (per class, see [`capacity_for`]).
-    pub cap: u32,
+    pub cap: u16,
+    /// Objects at the bottom that carry no tag (a refill's).
+    pub untagged: u16,
     /// Depot list link.
     pub next: *mut Magazine,
     /// The objects, `objs[..count]`.
@@ -70,7 +91,8 @@ impl Magazine {
         // SAFETY: the caller gives a writable, aligned magazine-sized block.
         unsafe {
             (&raw mut (*m).count).write(0);
-            (&raw mut (*m).cap).write(cap as u32);
+            (&raw mut (*m).cap).write(cap as u16);
+            (&raw mut (*m).untagged).write(0);
             (&raw mut (*m).next).write(ptr::null_mut());
         }
     }
@@ -95,18 +117,38 @@ impl Magazine {
         }
     }
 
-    /// Pops the object on top; `None` when the magazine is empty.
+    /// Pops the object on top, checking its tag: see [`Take`]. A tagged object is handed out
+    /// with its first word cleared; one whose tag is broken is left in place (`keep_broken`, for
+    /// a fast path that leaves the report to its slow path) or popped, out of circulation.
     ///
     /// # Safety
-    /// `m` is a valid magazine owned by the caller.
+    /// `m` is a valid magazine owned by the caller; `tag_secret` is its allocator's.
     #[inline(always)]
-    pub unsafe fn pop(m: *mut Magazine) -> Option<NonNull<u8>> {
+    pub(crate) unsafe fn take(m: *mut Magazine, tag_secret: usize, keep_broken: bool) -> Take {
         // SAFETY: `count <= MAG_MAX` (invariant): slot `count - 1` exists when `count > 0`,
-        // and holds an object, which lies in a slab: never null.
+        // and holds an object, which lies in a slab: never null; entries at `untagged` and up
+        // are free objects of ours holding their tag (invariant).
         unsafe {
-            let n = (*m).count.checked_sub(1)?;
+            let Some(n) = (*m).count.checked_sub(1) else {
+                return Take::Empty;
+            };
+            let p = *(*m).objs.get_unchecked(n as usize);
+            if n < (*m).untagged as u32 {
+                // A refill's object: not touched (it may be fresh memory).
+                (*m).untagged = n as u16;
+            } else {
+                let tag = tag_of(p, tag_secret);
+                let w = first_word(p);
+                if w != tag {
+                    if !keep_broken {
+                        (*m).count = n;
+                    }
+                    return Take::Broken { p, word: w };
+                }
+                set_first_word(p, 0);
+            }
             (*m).count = n;
-            Some(NonNull::new_unchecked(*(*m).objs.get_unchecked(n as usize)))
+            Take::Object(NonNull::new_unchecked(p))
         }
     }
 
@@ -120,7 +162,7 @@ impl Magazine {
         // SAFETY: `count < cap <= MAG_MAX` (invariant) when there is room: slot `count` exists.
         unsafe {
             let n = (*m).count;
-            if n >= (*m).cap {
+            if n >= (*m).cap as u32 {
                 return false;
             }
             *(*m).objs.get_unchecked_mut(n as usize) = p;
@@ -132,7 +174,7 @@ impl Magazine {
     /// Is it full?
     #[inline]
     pub fn is_full(&self) -> bool {
-        self.count >= self.cap
+        self.count >= self.cap as u32
     }
 
     /// Is it empty?

@@ -4,7 +4,8 @@ mod common;
 
 use common::{kmalloc, region};
 use dmaslab_core::{
-    ArenaPageSource, CacheError, Config, FreeError, Gfp, Kmalloc, Owner, Policy, DEFAULT_PAGE_SIZE,
+    ArenaPageSource, CacheError, Config, CpuCache, Finding, FindingKind, FreeError, Gfp, Kmalloc,
+    Owner, Policy, DEFAULT_PAGE_SIZE,
 };
 use std::ptr::NonNull;
 
@@ -378,4 +379,204 @@ fn freeing_a_slot_never_handed_out_is_an_invalid_free() {
         k.kfree(b).unwrap();
     }
     assert_eq!(k.totals().live_allocations, 0);
+}
+
+// The per-CPU layer's freed-object tag (normal mode): double frees wherever the first free
+// sits, writes after free at reuse and at the drain, frees of live objects.
+
+/// `kmalloc_cpu(size)` through `cc` with every byte written (as a program would; the free
+/// paths read the first word).
+///
+/// # Safety
+/// `cc` is used with `k` only.
+unsafe fn cpu_alloc(k: &Kmalloc<ArenaPageSource<'_>>, cc: &mut CpuCache, size: usize) -> *mut u8 {
+    // SAFETY: forwarded from the caller.
+    let p = unsafe { k.kmalloc_cpu(cc, size, 1, Gfp::KERNEL, 0) }
+        .expect("no misuse")
+        .expect("memory")
+        .as_ptr();
+    // SAFETY: a fresh allocation of `size` bytes.
+    unsafe { p.write_bytes(0x77, size) };
+    p
+}
+
+/// The finding a misuse was reported with, with its kind and object checked.
+fn found(r: Result<impl std::fmt::Debug, FreeError>, kind: FindingKind, obj: *mut u8) -> Finding {
+    match r {
+        Err(FreeError::Found(f)) if f.kind == kind && f.object == obj as usize => f,
+        other => panic!("expected {kind:?} of {obj:p}, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_double_free_buried_in_a_magazine_or_the_depot_is_caught() {
+    let mut mem = region(8 << 20);
+    let k = kmalloc(&mut mem, Policy::C, 64);
+    let (mut a, mut b) = (CpuCache::NEW, CpuCache::NEW);
+    // SAFETY: `a` and `b` are used with `k` only; the second frees are the misuse under test,
+    // which must be refused and change nothing.
+    unsafe {
+        let objs: Vec<*mut u8> = (0..300).map(|_| cpu_alloc(&k, &mut a, 64)).collect();
+        // objs[0] ends up under 19 others in a's magazine.
+        for &p in &objs[..20] {
+            if !k.kfree_fast(&mut a, p) {
+                k.kfree_cpu(&mut a, p, 0).unwrap();
+            }
+        }
+        assert!(
+            !k.kfree_fast(&mut a, objs[0]),
+            "the fast path defers to the full one"
+        );
+        let f = found(
+            k.kfree_cpu(&mut a, objs[0], 0),
+            FindingKind::DoubleFree,
+            objs[0],
+        );
+        assert_eq!((f.addr, f.offset), (objs[0] as usize, 0));
+        assert_eq!(f.cache.as_str(), "kmalloc-64");
+        assert!(f.to_string().starts_with("double free of 0x"), "{f}");
+        // From another CPU: the first free is in a's magazine, out of b's sight.
+        found(
+            k.kfree_cpu(&mut b, objs[5], 0),
+            FindingKind::DoubleFree,
+            objs[5],
+        );
+        // b frees the rest: its full magazines go to the depot; a's double free finds them.
+        for &p in &objs[20..] {
+            if !k.kfree_fast(&mut b, p) {
+                k.kfree_cpu(&mut b, p, 0).unwrap();
+            }
+        }
+        assert!(
+            k.depot_counts().0 > 0,
+            "b's full magazines are in the depot"
+        );
+        found(
+            k.kfree_cpu(&mut a, objs[21], 0),
+            FindingKind::DoubleFree,
+            objs[21],
+        );
+        k.cpu_cache_flush(&mut a).unwrap();
+        k.cpu_cache_flush(&mut b).unwrap();
+    }
+    assert_eq!(k.validate(|f| panic!("{f}")), 0);
+}
+
+#[test]
+fn a_write_after_free_is_caught_at_reuse() {
+    let mut mem = region(8 << 20);
+    let k = kmalloc(&mut mem, Policy::C, 64);
+    let mut cc = CpuCache::NEW;
+    let x = k.cpu_class(128, Gfp::KERNEL);
+    // SAFETY: `cc` is used with `k` only; the writes after free are the misuse under test, into
+    // memory the allocator still owns.
+    unsafe {
+        let warm = cpu_alloc(&k, &mut cc, 128);
+        let p = cpu_alloc(&k, &mut cc, 128);
+        let q = cpu_alloc(&k, &mut cc, 128);
+        let r = cpu_alloc(&k, &mut cc, 128);
+        k.kfree_cpu(&mut cc, warm, 0).unwrap();
+        // The recent object.
+        assert!(k.kfree_fast(&mut cc, p));
+        p.add(3).write(0x55);
+        assert!(
+            cc.alloc_fast(x).is_none(),
+            "left in place for the full path"
+        );
+        let f = found(
+            k.kmalloc_cpu(&mut cc, 128, 1, Gfp::KERNEL, 0),
+            FindingKind::UseAfterFree,
+            p,
+        );
+        assert_eq!((f.addr, f.offset), (p as usize + 3, 3));
+        assert!(f.to_string().starts_with("use after free of 0x"), "{f}");
+        // In a magazine, under the recent object: caught when its turn comes.
+        assert!(k.kfree_fast(&mut cc, q));
+        assert!(k.kfree_fast(&mut cc, r));
+        q.write(0);
+        assert_eq!(cc.alloc_fast(x).map(|o| o.as_ptr()), Some(r));
+        found(
+            k.kmalloc_cpu(&mut cc, 128, 1, Gfp::KERNEL, 0),
+            FindingKind::UseAfterFree,
+            q,
+        );
+        // A correct reuse after all that.
+        let s = cpu_alloc(&k, &mut cc, 128);
+        k.kfree_cpu(&mut cc, s, 0).unwrap();
+        k.kfree_cpu(&mut cc, r, 0).unwrap();
+        k.cpu_cache_flush(&mut cc).unwrap();
+    }
+}
+
+/// The recent object goes back to its slab at a flush through the magazines' drain, which
+/// checks each tagged object under the cache lock.
+#[test]
+fn a_write_after_free_or_a_second_free_to_the_slab_is_caught_at_the_drain() {
+    let mut mem = region(8 << 20);
+    let k = kmalloc(&mut mem, Policy::C, 64);
+    let mut cc = CpuCache::NEW;
+    // SAFETY: `cc` is used with `k` only; the free straight to the slab and the write after
+    // free are the misuse under test.
+    unsafe {
+        let warm = cpu_alloc(&k, &mut cc, 256);
+        let q = cpu_alloc(&k, &mut cc, 256);
+        // Gives the class its magazine.
+        k.kfree_cpu(&mut cc, warm, 0).unwrap();
+        assert!(k.kfree_fast(&mut cc, q));
+        // Freed again straight to its slab (a thread-less free): its first word becomes a
+        // free-list link.
+        k.kfree(q).unwrap();
+        let f = found(k.cpu_cache_flush(&mut cc), FindingKind::DoubleFree, q);
+        assert_eq!(f.cache.as_str(), "kmalloc-256");
+    }
+    let mut cc = CpuCache::NEW;
+    // SAFETY: as above.
+    unsafe {
+        let warm = cpu_alloc(&k, &mut cc, 256);
+        let p = cpu_alloc(&k, &mut cc, 256);
+        k.kfree_cpu(&mut cc, warm, 0).unwrap();
+        assert!(k.kfree_fast(&mut cc, p));
+        p.cast::<u64>().write(0x1234);
+        found(k.cpu_cache_flush(&mut cc), FindingKind::UseAfterFree, p);
+    }
+}
+
+/// `free(p + 4096)` where `p` is a 4096-byte object and `p + 4096` another live one: the free
+/// itself is indistinguishable from the owner's own (same pointer, same state), but the object
+/// now carries its tag, so the owner's free or the owner's next write is caught; what stays
+/// unseen is a reuse before either (then the duplicate's second free is caught).
+#[test]
+fn a_free_of_a_live_object_is_caught_at_its_owners_free_or_write() {
+    let mut mem = region(8 << 20);
+    let k = kmalloc(&mut mem, Policy::C, 64);
+    let mut cc = CpuCache::NEW;
+    // SAFETY: `cc` is used with `k` only; the frees of `q` by a non-owner are the misuse under
+    // test.
+    unsafe {
+        let mut objs: Vec<*mut u8> = (0..4).map(|_| cpu_alloc(&k, &mut cc, 4096)).collect();
+        objs.sort();
+        let (p, q) = (objs[0], objs[1]);
+        assert_eq!(q as usize, p as usize + 4096, "neighbours in one slab");
+        // The bogus free is accepted, then the owner frees q: a double free.
+        k.kfree_cpu(&mut cc, p.add(4096), 0).unwrap();
+        found(k.kfree_cpu(&mut cc, q, 0), FindingKind::DoubleFree, q);
+        // The owner writes q after the bogus free: caught when it is handed out again.
+        q.write(42);
+        found(
+            k.kmalloc_cpu(&mut cc, 4096, 1, Gfp::KERNEL, 0),
+            FindingKind::UseAfterFree,
+            q,
+        );
+        // The miss: live `r` is freed by a non-owner and handed out again before its owner
+        // touches it. Then one of the two frees of the duplicate is a double free.
+        let r = objs[2];
+        k.kfree_cpu(&mut cc, r, 0).unwrap();
+        let again = cpu_alloc(&k, &mut cc, 4096);
+        assert_eq!(again, r, "the duplicate is handed out");
+        k.kfree_cpu(&mut cc, r, 0).unwrap();
+        found(k.kfree_cpu(&mut cc, again, 0), FindingKind::DoubleFree, r);
+        k.kfree_cpu(&mut cc, p, 0).unwrap();
+        k.kfree_cpu(&mut cc, objs[3], 0).unwrap();
+        k.cpu_cache_flush(&mut cc).unwrap();
+    }
 }

@@ -2,6 +2,8 @@
 //! allocation calls, the bulk ones the per-CPU layer refills and drains magazines with.
 
 use super::*;
+use crate::debug::FindingKind;
+use crate::freed_tag::{self, first_word, tag_of};
 
 impl<P: PageSource> Kmalloc<P> {
     /// Why [`slab_of_hinted`](Self::slab_of_hinted) refused `addr` for cache `cache`.
@@ -132,12 +134,36 @@ impl<P: PageSource> Kmalloc<P> {
     ) -> Result<(), (usize, FreeError)> {
         let mut hint = SegmentHint::NONE;
         // SAFETY: forwarded.
-        unsafe { self.cache_free_bulk(id.index(), ptrs, &mut hint) }
+        unsafe { self.cache_free_bulk(id.index(), ptrs, &mut hint, usize::MAX) }
+    }
+
+    /// The per-CPU layer's freed-object tag secret ([`crate::freed_tag`]).
+    #[inline]
+    pub(crate) fn freed_tag_secret(&self) -> usize {
+        freed_tag::tag_secret(self.config.secret)
+    }
+
+    /// The report of object `p` of cache index `x` whose first word `word` is its freed-object
+    /// tag at a free (`DoubleFree`) or is not at a reuse (`UseAfterFree`), naming its cache.
+    #[cold]
+    pub(crate) fn freed_tag_error(
+        &self,
+        kind: FindingKind,
+        x: usize,
+        p: *mut u8,
+        word: usize,
+    ) -> FreeError {
+        let name = self.caches[x & (MAX_CACHES - 1)].lock().name;
+        let tag = tag_of(p, self.freed_tag_secret());
+        FreeError::Found(freed_tag::finding(kind, name, p as usize, word, tag))
     }
 
     /// [`kmem_cache_free_bulk`](Self::kmem_cache_free_bulk) of cache index `x` with a CPU
     /// cache's segment hint (the segments its frees landed in), which spares most segment-map
-    /// probes: the per-CPU layer's drain.
+    /// probes: the per-CPU layer's drain. `ptrs[tagged_from..]` come from the per-CPU layer
+    /// with their freed-object tag: one whose first word is a link of its slab's free list was
+    /// freed there as well (a double free), one whose word is anything else but its tag was
+    /// written after free.
     ///
     /// # Safety
     /// As for [`kmem_cache_free_bulk`](Self::kmem_cache_free_bulk).
@@ -146,6 +172,7 @@ impl<P: PageSource> Kmalloc<P> {
         x: usize,
         ptrs: &[*mut u8],
         hint: &mut SegmentHint,
+        tagged_from: usize,
     ) -> Result<(), (usize, FreeError)> {
         let id = CacheId::from_index(x);
         let Some(slot) = self.caches.get(x) else {
@@ -160,14 +187,32 @@ impl<P: PageSource> Kmalloc<P> {
             return Err((0, FreeError::InvalidPointer(first)));
         }
         let debug = c.debug;
+        let tag_secret = self.freed_tag_secret();
+        let geom = c.geom();
         let mut done = 0;
         let mut res = Ok(());
-        for &p in ptrs {
+        for (i, &p) in ptrs.iter().enumerate() {
             let addr = p as usize;
             let Some((head, base)) = self.slab_of_hinted(addr, id.0, hint) else {
                 res = Err((done, self.bulk_free_error(addr, id.0)));
                 break;
             };
+            if i >= tagged_from && geom.is_object_start(addr - base as usize) {
+                // SAFETY: `p` starts an object of a live slab of this cache (just checked under
+                // its lock).
+                let w = unsafe { first_word(p) };
+                let tag = tag_of(p, tag_secret);
+                if w != tag {
+                    let kind = if geom.decode(p, w).is_ok() {
+                        FindingKind::DoubleFree
+                    } else {
+                        FindingKind::UseAfterFree
+                    };
+                    let f = freed_tag::finding(kind, c.name, addr, w, tag);
+                    res = Err((done, FreeError::Found(f)));
+                    break;
+                }
+            }
             // SAFETY: `head` heads a slab of this live cache (checked under its lock) at
             // `base` holding `p`; the caller gives `p` up.
             let freed = unsafe {
