@@ -314,9 +314,15 @@ fn a_free_list_written_after_free_stops_the_next_refill_with_one_line() {
         "stderr beyond the report\n{}",
         show(&o)
     );
+    // Objects still in a magazine carry the freed-object tag, whose damage is a use after
+    // free at reuse; objects back in their slabs hold links, whose damage is a corrupted list.
     let at = line
         .strip_prefix("dmaslab: corrupted free list at 0x")
         .and_then(hex_digits)
+        .or_else(|| {
+            let rest = line.strip_prefix("dmaslab: use after free of 0x")?;
+            hex_digits(rest.split(' ').next()?)
+        })
         .unwrap_or_else(|| panic!("wrong report: {line}\n{}", show(&o)));
     let out = String::from_utf8_lossy(&o.stdout);
     let clobbered: Vec<usize> = out
@@ -341,9 +347,10 @@ fn misuse_in_normal_mode_aborts_with_a_one_line_report() {
         let o = run_case(&exe, case.name, false);
         let line = report(&o, case.name);
         let bad = value(&o, "bad");
-        assert_eq!(
-            line,
-            format!("{}{:x}", case.prefix, bad),
+        // The address, then the end of the line or the object's details.
+        let want = format!("{}{:x}", case.prefix, bad);
+        assert!(
+            line == want || line.starts_with(&format!("{want} (")),
             "{}: wrong report\n{}",
             case.name,
             show(&o)
