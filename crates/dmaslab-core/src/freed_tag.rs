@@ -54,7 +54,7 @@ pub(crate) unsafe fn first_word(p: *const u8) -> usize {
 /// only the word's upper half, bytes 4..8, which a program's last byte or `int` store at the
 /// object's start does not overlap (an 8-byte load over a narrower store still in flight cannot
 /// be forwarded from it and waits for it: with a whole-word load here, a malloc/write-a-byte/free
-/// pair took about 1.6 times as long, docs/hardening-normal.md). A match goes to the full path,
+/// pair took about 1.6 times as long, docs/hardening.md, "Normal-mode cost"). A match goes to the full path,
 /// which compares the whole word before reporting.
 ///
 /// # Safety

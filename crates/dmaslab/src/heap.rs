@@ -19,8 +19,8 @@
 //!
 //! # Hardening and debug mode
 //! Always on: the core's encoded free lists and its checks on every free that reaches it
-//! (invalid pointers, the object at its free list's head); the per-CPU layer's double-free test
-//! against the recent object and the magazine's top. Findings print one line
+//! (invalid pointers, the object at its free list's head); the per-CPU layer's freed-object tag
+//! (double frees anywhere in the CPU caches, first-word writes after free). Findings print one line
 //! (`dmaslab: double free of 0x...`) and abort. Debug mode (`Settings::debug`,
 //! `DMASLAB_DEBUG=1`) turns on the core's red zones, poison, full double-free check and call
 //! sites; the core's per-CPU layer then bypasses magazines, so that every operation is checked.
@@ -243,8 +243,8 @@ impl Heap {
         }
     }
 
-    /// Frees `ptr` (null is ignored). An invalid or double free (the thread's recent object, the
-    /// top of its magazine, or the head of a slab's free list) prints one line and aborts.
+    /// Frees `ptr` (null is ignored). An invalid or double free (an object carrying its freed
+    /// tag, or the head of a slab's free list) prints one line and aborts.
     ///
     /// # Safety
     /// `ptr` is null or a live allocation of this heap; nothing uses it afterwards.
