@@ -157,6 +157,15 @@ int main(int argc, char **argv) {
         if (refused(realloc(malloc(24), SIZE_MAX - 4096))) return 1;
     } else if (IS("huge_aligned")) {
         if (refused(aligned_alloc(4096, SIZE_MAX - 4095))) return 1;
+    } else if (IS("exec_heap")) {
+        /* Heap memory must not be executable: copy a `ret` there and call it. */
+#if defined(__x86_64__) || defined(__i386__)
+        p[0] = (char)0xc3;
+#elif defined(__aarch64__)
+        memcpy(p, "\xc0\x03\x5f\xd6", 4);
+#endif
+        __builtin___clear_cache(p, p + 4);
+        ((void (*)(void))(void *)p)();
     } else if (IS("huge_new")) {
         try {
             /* A run-time count, so that the compiler cannot refuse it. */
