@@ -467,23 +467,29 @@ impl<P: PageSource> Kmalloc<P> {
 
     /// Debug mode: the handle of call site `site` (0 outside debug mode or when unknown).
     /// Taken before any cache lock; the site table's run comes from the page layer on first use.
+    /// A page-aligned metadata run of up to 32 pages (debug mode's site table and quarantine
+    /// ring): its start and bytes, or `None` when the page layer has none.
+    pub(crate) fn meta_run(&self) -> Option<(*mut u8, usize)> {
+        let order = self.max_run_order.min(5);
+        let (seg, i) =
+            self.pages
+                .lock()
+                .alloc_run(&self.map, order, PageKind::Large, META_CACHE)?;
+        // SAFETY: the run was just taken and lies in `seg`: its page `i` is in the segment.
+        let p = unsafe { SegmentHeader::page_ptr(seg, i, self.page_shift) };
+        Some((p, self.page_size() << order))
+    }
+
     fn site_handle(&self, site: usize) -> u16 {
         if !self.config.debug || site == 0 {
             return 0;
         }
         let mut t = self.sites.lock();
         if t.is_empty() {
-            let order = self.max_run_order.min(5);
-            let run = self
-                .pages
-                .lock()
-                .alloc_run(&self.map, order, PageKind::Large, META_CACHE);
-            if let Some((seg, i)) = run {
-                // SAFETY: the run was just taken for the table and lies in `seg`.
-                unsafe {
-                    let p = SegmentHeader::page_ptr(seg, i, self.page_shift);
-                    t.adopt(p.cast(), self.page_size() << order);
-                }
+            if let Some((p, bytes)) = self.meta_run() {
+                // SAFETY: a fresh, page-aligned metadata run of `bytes`, the allocator's for
+                // its whole life (it is never freed while the table is used).
+                unsafe { t.adopt(p.cast(), bytes) };
             }
         }
         t.intern(site)

@@ -183,17 +183,10 @@ impl<P: PageSource> Kmalloc<P> {
 
     /// Takes the quarantine's ring from the page layer (a metadata run, as the site table's).
     fn quarantine_ring(&self, q: &mut Quarantine) {
-        let order = self.max_run_order.min(5);
-        let run = self
-            .pages
-            .lock()
-            .alloc_run(&self.map, order, PageKind::Large, META_CACHE);
-        if let Some((seg, i)) = run {
-            // SAFETY: the run was just taken for the ring and lies in `seg`; page-aligned.
-            unsafe {
-                let p = SegmentHeader::page_ptr(seg, i, self.page_shift);
-                q.adopt(p.cast(), self.page_size() << order);
-            }
+        if let Some((p, bytes)) = self.meta_run() {
+            // SAFETY: a fresh, page-aligned metadata run of `bytes`, owned by the allocator
+            // until `shrink_all` takes the ring back.
+            unsafe { q.adopt(p.cast(), bytes) };
         }
     }
 
