@@ -179,6 +179,22 @@ pub fn compare_with_system(name: &str, make: impl Fn() -> Command) {
             );
         }
     }
+    // Debug mode (every check, quarantine, red zones; the exit-time slab walk included) must
+    // not change the output either, nor find anything in a correct program.
+    let mut c = make();
+    c.env("DMASLAB_DEBUG", "1");
+    let o = run(c, Some("C"), None);
+    assert!(
+        o.status.success(),
+        "{name} in debug mode failed: {}",
+        show(&o)
+    );
+    assert!(
+        o.stdout == base.stdout,
+        "{name} in debug mode: output differs from the system allocator's\n--- system:\n{}\n--- dmaslab:\n{}",
+        String::from_utf8_lossy(&base.stdout),
+        String::from_utf8_lossy(&o.stdout)
+    );
 }
 
 /// Contents of the `slabinfo.*` files in `dir`.
