@@ -151,20 +151,22 @@ pub fn compare_with_system(name: &str, make: impl Fn() -> Command) {
         "{name} on the system allocator failed: {}",
         show(&base)
     );
+    // Succeeded, with the system allocator's output.
+    let same = |o: &Output, how: &str| {
+        assert!(o.status.success(), "{name} {how} failed: {}", show(o));
+        assert!(
+            o.stdout == base.stdout,
+            "{name} {how}: output differs from the system allocator's\n--- system:\n{}\n--- dmaslab:\n{}",
+            String::from_utf8_lossy(&base.stdout),
+            String::from_utf8_lossy(&o.stdout)
+        );
+    };
     for p in POLICIES {
         let dir = Scratch::new("stats");
         let stats = dir.path().join("slabinfo.%p");
-        let o = run(make(), Some(p), Some(&stats));
-        assert!(
-            o.status.success(),
-            "{name} under policy {p} failed: {}",
-            show(&o)
-        );
-        assert!(
-            o.stdout == base.stdout,
-            "{name} under policy {p}: output differs from the system allocator's\n--- system:\n{}\n--- dmaslab:\n{}",
-            String::from_utf8_lossy(&base.stdout),
-            String::from_utf8_lossy(&o.stdout)
+        same(
+            &run(make(), Some(p), Some(&stats)),
+            &format!("under policy {p}"),
         );
         let tables = stats_files(dir.path());
         assert!(
@@ -183,18 +185,7 @@ pub fn compare_with_system(name: &str, make: impl Fn() -> Command) {
     // not change the output either, nor find anything in a correct program.
     let mut c = make();
     c.env("DMASLAB_DEBUG", "1");
-    let o = run(c, Some("C"), None);
-    assert!(
-        o.status.success(),
-        "{name} in debug mode failed: {}",
-        show(&o)
-    );
-    assert!(
-        o.stdout == base.stdout,
-        "{name} in debug mode: output differs from the system allocator's\n--- system:\n{}\n--- dmaslab:\n{}",
-        String::from_utf8_lossy(&base.stdout),
-        String::from_utf8_lossy(&o.stdout)
-    );
+    same(&run(c, Some("C"), None), "in debug mode");
 }
 
 /// Contents of the `slabinfo.*` files in `dir`.
