@@ -8,7 +8,9 @@
 //! - objects larger than 8 pages (possible only in user caches): the smallest order that holds one.
 //!
 //! With 4 KiB pages this gives SLUB's choices on a real kernel: 512 -> 2 pages, 1k -> 4,
-//! 2k, 4k and 8k -> 8.
+//! 2k, 4k and 8k -> 8. The fine classes of the hosted heap (`size_class.rs`) leave out the
+//! sizes whose slab would waste more than 1/16 even at order [`SLAB_MAX_ORDER`], so every slab
+//! of a class of either set meets the 1/16 bound on pages of 4 KiB and more.
 
 /// Sizes up to this always get one-page slabs.
 pub const SLAB_ONE_PAGE_LIMIT: usize = 256;
@@ -60,6 +62,28 @@ mod tests {
         assert_eq!(pages(4096), 8);
         assert_eq!(pages(8192), 8);
         assert_eq!(objs_per_slab(8192, 4096), 4);
+    }
+
+    #[test]
+    fn no_class_slab_wastes_more_than_a_sixteenth() {
+        use crate::size_class::ClassSet;
+        for set in [ClassSet::Kmalloc, ClassSet::Fine] {
+            for page in [4096, 16384, 65536] {
+                for &size in set.classes() {
+                    let slab = page << slab_order(size, page);
+                    let waste = slab - objs_per_slab(size, page) * size;
+                    assert!(waste * 16 <= slab, "{set:?} {size} on {page}-byte pages");
+                }
+            }
+        }
+        // What the fine set leaves out for it, on 4 KiB pages.
+        for size in [3328, 5632, 6656, 7168] {
+            let slab = 4096 << slab_order(size, 4096);
+            assert!(
+                (slab - objs_per_slab(size, 4096) * size) * 16 > slab,
+                "{size}"
+            );
+        }
     }
 
     #[test]

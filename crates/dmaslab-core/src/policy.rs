@@ -1,5 +1,6 @@
 //! The three DMA alignment policies of DESIGN.md section 1, and the allocator's configuration.
 
+use crate::size_class::ClassSet;
 use core::fmt;
 use core::ops::BitOr;
 
@@ -99,6 +100,9 @@ pub struct Config {
     /// Debug mode: bytes of freed allocations kept in the quarantine (not handed out again)
     /// before the oldest go back; 0 turns it off. Default [`Config::DEFAULT_QUARANTINE`].
     pub quarantine: usize,
+    /// The size classes of the kmalloc caches: Linux's (the default) or the hosted heap's finer
+    /// ones ([`crate::size_class`]). The dma-kmalloc caches keep Linux's classes.
+    pub classes: ClassSet,
 }
 
 impl Config {
@@ -126,7 +130,14 @@ impl Config {
             secret: 0x5eed_d3a5,
             debug: false,
             quarantine: Config::DEFAULT_QUARANTINE,
+            classes: ClassSet::Kmalloc,
         }
+    }
+
+    /// Sets the size classes.
+    pub const fn classes(mut self, set: ClassSet) -> Self {
+        self.classes = set;
+        self
     }
 
     /// Sets the DMA cache line.

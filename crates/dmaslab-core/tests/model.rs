@@ -4,7 +4,8 @@
 mod common;
 
 use common::{natural_align, region};
-use dmaslab_core::{Gfp, Kmalloc, Owner, PageSource, Policy};
+use dmaslab_core::size_class::{ClassSet, SizeClasses};
+use dmaslab_core::{ArenaPageSource, Config, Gfp, Kmalloc, Owner, PageSource, Policy};
 use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
@@ -98,13 +99,40 @@ fn check_placement<P: PageSource>(k: &Kmalloc<P>, l: &Live, align: usize, dma: b
     }
 }
 
-fn run(policy: Policy, line: usize, ops: &[Op]) {
-    run_mode(policy, line, false, ops)
+/// A fresh allocation outside debug mode (whose red zones take room) is the configured set's
+/// class for the request (Linux's for DMA buffers under B and C).
+fn check_class<P: PageSource>(k: &Kmalloc<P>, l: &Live, align: usize, dma: bool) {
+    if k.config().debug || l.size > 8192 {
+        return;
+    }
+    let (set, m) = if dma && k.policy() != Policy::A {
+        (ClassSet::Kmalloc, k.config().dma_minalign)
+    } else {
+        (k.config().classes, k.kmalloc_minalign())
+    };
+    let t = SizeClasses::new(set, m).unwrap();
+    if let Some(i) = t.index_for_aligned(l.size, align) {
+        assert_eq!(
+            l.ksize,
+            t.class(i),
+            "{set:?} class of size {} align {align}",
+            l.size
+        );
+    }
 }
 
-fn run_mode(policy: Policy, line: usize, debug: bool, ops: &[Op]) {
+fn run(policy: Policy, line: usize, ops: &[Op]) {
+    run_mode(policy, line, false, ClassSet::Kmalloc, ops)
+}
+
+fn run_mode(policy: Policy, line: usize, debug: bool, set: ClassSet, ops: &[Op]) {
     let mut mem = region(if cfg!(miri) { 2 << 20 } else { 24 << 20 });
-    let k = common::kmalloc_mode(&mut mem, policy, line, debug);
+    let config = Config::new(policy)
+        .dma_minalign(line)
+        .seg_order(common::SEG_ORDER)
+        .debug(debug)
+        .classes(set);
+    let k = Kmalloc::new(ArenaPageSource::new(&mut mem).expect("arena"), config).expect("config");
     let mut live: Vec<Live> = Vec::new();
     let mut fills = 0u8;
     for op in ops {
@@ -127,6 +155,7 @@ fn run_mode(policy: Policy, line: usize, debug: bool, ops: &[Op]) {
                     fill: fills,
                 };
                 check_placement(&k, &l, align, dma);
+                check_class(&k, &l, align, dma);
                 fill(&l);
                 live.push(l);
             }
@@ -293,13 +322,29 @@ proptest! {
     // tests/debug.rs covers debug mode; poisoning whole slabs byte by byte is too slow there.)
     #[test]
     #[cfg_attr(miri, ignore)]
-    fn debug_policy_a(ops in ops()) { run_mode(Policy::A, 64, true, &ops) }
+    fn debug_policy_a(ops in ops()) { run_mode(Policy::A, 64, true, ClassSet::Kmalloc, &ops) }
 
     #[test]
     #[cfg_attr(miri, ignore)]
-    fn debug_policy_b(ops in ops()) { run_mode(Policy::B, 64, true, &ops) }
+    fn debug_policy_b(ops in ops()) { run_mode(Policy::B, 64, true, ClassSet::Kmalloc, &ops) }
 
     #[test]
     #[cfg_attr(miri, ignore)]
-    fn debug_policy_c(ops in ops()) { run_mode(Policy::C, 64, true, &ops) }
+    fn debug_policy_c(ops in ops()) { run_mode(Policy::C, 64, true, ClassSet::Kmalloc, &ops) }
+
+    // The hosted heap's finer classes keep every promise too.
+    #[test]
+    fn fine_policy_a_line_64(ops in ops()) { run_mode(Policy::A, 64, false, ClassSet::Fine, &ops) }
+
+    #[test]
+    fn fine_policy_a_line_128(ops in ops()) {
+        run_mode(Policy::A, 128, false, ClassSet::Fine, &ops)
+    }
+
+    #[test]
+    fn fine_policy_c(ops in ops()) { run_mode(Policy::C, 64, false, ClassSet::Fine, &ops) }
+
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn fine_debug_policy_b(ops in ops()) { run_mode(Policy::B, 64, true, ClassSet::Fine, &ops) }
 }

@@ -20,7 +20,7 @@
 use crate::family::{recognise, Family, KmallocCache};
 use crate::slabinfo::{SlabInfo, SlabRow};
 use dmaslab_core::geometry::{objs_per_slab, slab_order};
-use dmaslab_core::size_class::{target_class, SizeClasses};
+use dmaslab_core::size_class::{target_class, ClassSet, SizeClasses};
 use serde::Serialize;
 use std::fmt;
 
@@ -68,7 +68,10 @@ impl fmt::Display for Basis {
 /// Is `m` a minimum alignment this tool analyses? (A power of two from 8 to 256, as the core's
 /// [`SizeClasses`] accepts.)
 pub fn valid_minalign(m: u64) -> bool {
-    usize::try_from(m).ok().and_then(SizeClasses::new).is_some()
+    usize::try_from(m)
+        .ok()
+        .and_then(|m| SizeClasses::new(ClassSet::Kmalloc, m))
+        .is_some()
 }
 
 /// `ceil(count / objperslab) * pagesperslab`, saturating (inputs are untrusted).

@@ -21,7 +21,7 @@ impl<P: PageSource> Kmalloc<P> {
         } else {
             table.index_for_aligned(size, align)?
         };
-        if self.config.debug && KMALLOC_CLASSES[i] == size {
+        if self.config.debug && table.class(i) == size {
             // Debug mode: a request that fills its slot exactly moves to the next class with the
             // same natural alignment, so that it has a red zone.
             i = table.index_for_aligned(size + 1, align.max(natural_align(size)))?;

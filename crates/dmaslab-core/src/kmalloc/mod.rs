@@ -28,7 +28,7 @@ use crate::page_source::PageSource;
 use crate::policy::{Config, ConfigError, Gfp, Policy, DMA_MINALIGNS};
 use crate::segment::{PageDesc, PageKind, SegmentHeader, SEG_HUGE, SEG_NORMAL};
 use crate::segment_map::SegmentMap;
-use crate::size_class::{natural_align, SizeClasses, KMALLOC_CLASSES, NR_KMALLOC_CLASSES};
+use crate::size_class::{class_exists, natural_align, ClassSet, SizeClasses, MAX_CLASSES};
 use crate::spin::{SpinGuard, SpinLock};
 use crate::stats::{write_slabinfo_header, CacheName, SlabInfo, Totals, Usage};
 use core::fmt::{self, Write};
@@ -36,9 +36,11 @@ use core::mem::MaybeUninit;
 use core::ptr::{addr_of_mut, NonNull};
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use quarantine::{Entry, Quarantine};
+use stats::class_label;
 
-/// How many caches one allocator can hold: the kmalloc and dma-kmalloc caches (at most 26) and
-/// the user's.
+/// How many caches one allocator can hold: the kmalloc and dma-kmalloc caches (at most 26 with
+/// Linux's classes, 53 with the fine ones, whose dma-kmalloc caches keep Linux's) and the
+/// user's.
 pub const MAX_CACHES: usize = 64;
 const _: () = assert!(MAX_CACHES.is_power_of_two());
 const NO_CACHE: u16 = u16::MAX;
@@ -207,8 +209,10 @@ enum Loc {
 /// more (taken after a cache's, never before).
 ///
 /// # Invariants
-/// `kmalloc_caches[i]` (and `dma_caches[i]`) name the live cache serving kmalloc class
-/// `KMALLOC_CLASSES[i]` or are [`NO_CACHE`] when the class does not exist under the policy.
+/// `kmalloc_caches[i]` (and `dma_caches[i]`) name the live cache serving class `i` of the
+/// table's set (`classes.class(i)`, `dma_classes.class(i)`: the configured set, Linux's for
+/// DMA) or are [`NO_CACHE`] when the class does not exist under the policy (or the set has
+/// fewer classes).
 /// Every slab page's descriptor names a live cache in `caches`.
 pub struct Kmalloc<P: PageSource> {
     config: Config,
@@ -232,23 +236,13 @@ pub struct Kmalloc<P: PageSource> {
     cache_size: [AtomicUsize; MAX_CACHES],
     /// Per cache, the per-CPU layer's depot of magazines (see [`crate::cpu_cache`]).
     depots: [Depot; MAX_CACHES],
-    kmalloc_caches: [u16; NR_KMALLOC_CLASSES],
-    dma_caches: [u16; NR_KMALLOC_CLASSES],
+    kmalloc_caches: [u16; MAX_CLASSES],
+    dma_caches: [u16; MAX_CLASSES],
     create_lock: SpinLock<()>,
     /// Debug mode's call sites (lock order: after a cache's, before the page layer's).
     sites: SpinLock<SiteTable>,
     /// Debug mode's quarantine of freed objects (`quarantine.rs`).
     quarantine: SpinLock<Quarantine>,
-}
-
-/// The kmalloc name of class `size`: `96`, `1k`, `8k`.
-fn class_label(size: usize, out: &mut CacheName, prefix: &str) {
-    let _ = out.write_str(prefix);
-    let _ = if size >= 1024 {
-        write!(out, "{}k", size / 1024)
-    } else {
-        write!(out, "{size}")
-    };
 }
 
 impl<P: PageSource> Kmalloc<P> {
@@ -329,8 +323,11 @@ impl<P: PageSource> Kmalloc<P> {
         if max_run_order < crate::geometry::SLAB_MAX_ORDER {
             return Err(ConfigError::SegOrder(seg_order));
         }
-        let classes = SizeClasses::new(config.kmalloc_minalign()).expect("minalign checked above");
-        let dma_classes = SizeClasses::new(config.dma_minalign).expect("checked above");
+        let set = config.classes;
+        let classes = SizeClasses::new(set, config.kmalloc_minalign()).expect("minalign checked");
+        // DMA buffers keep Linux's classes in every set: fewer caches, and a driver's sizes.
+        let dma_set = ClassSet::Kmalloc;
+        let dma_classes = SizeClasses::new(dma_set, config.dma_minalign).expect("checked above");
         let k = slot.as_mut_ptr();
         // SAFETY: `k` points to the slot, valid for writes and aligned for `Self`; each field is
         // written once through a raw place, never read before all are written.
@@ -355,8 +352,8 @@ impl<P: PageSource> Kmalloc<P> {
             for i in 0..MAX_CACHES {
                 depots.add(i).write(Depot::new(DepotLists::NEW));
             }
-            addr_of_mut!((*k).kmalloc_caches).write([NO_CACHE; NR_KMALLOC_CLASSES]);
-            addr_of_mut!((*k).dma_caches).write([NO_CACHE; NR_KMALLOC_CLASSES]);
+            addr_of_mut!((*k).kmalloc_caches).write([NO_CACHE; MAX_CLASSES]);
+            addr_of_mut!((*k).dma_caches).write([NO_CACHE; MAX_CLASSES]);
             addr_of_mut!((*k).create_lock).write(SpinLock::new(()));
             addr_of_mut!((*k).sites).write(SpinLock::new(SiteTable::EMPTY));
             addr_of_mut!((*k).quarantine).write(SpinLock::new(Quarantine::new(config.quarantine)));
@@ -389,8 +386,8 @@ impl<P: PageSource> Kmalloc<P> {
         let mut next = 0u16;
         let m = config.kmalloc_minalign();
         let with_dma = m < config.dma_minalign;
-        for (i, &class) in KMALLOC_CLASSES.iter().enumerate() {
-            if crate::size_class::class_exists(class, m) {
+        for (i, &class) in set.classes().iter().enumerate() {
+            if class_exists(class, m) {
                 let mut name = CacheName::EMPTY;
                 class_label(class, &mut name, "kmalloc-");
                 k.setup_cache(next, name, class, natural_align(class), None);
@@ -398,8 +395,8 @@ impl<P: PageSource> Kmalloc<P> {
                 next += 1;
             }
         }
-        for (i, &class) in KMALLOC_CLASSES.iter().enumerate() {
-            if with_dma && crate::size_class::class_exists(class, config.dma_minalign) {
+        for (i, &class) in dma_set.classes().iter().enumerate() {
+            if with_dma && class_exists(class, config.dma_minalign) {
                 let mut name = CacheName::EMPTY;
                 class_label(class, &mut name, "dma-kmalloc-");
                 k.setup_cache(next, name, class, natural_align(class), None);

@@ -3,6 +3,17 @@
 
 use super::*;
 
+/// The kmalloc name of class `size` after `prefix`: `96`, `1152`, and for multiples of 1 KiB
+/// `1k`, `8k` (as Linux names them; `1k` for 1152 would name two caches alike).
+pub(super) fn class_label(size: usize, out: &mut CacheName, prefix: &str) {
+    let _ = out.write_str(prefix);
+    let _ = if size >= 1024 && size.is_multiple_of(1024) {
+        write!(out, "{}k", size / 1024)
+    } else {
+        write!(out, "{size}")
+    };
+}
+
 impl<P: PageSource> Kmalloc<P> {
     /// Walks every slab of every cache: free lists must decode, and in debug mode every free
     /// object must keep its poison and every allocated one its red zone. Checks the documented
