@@ -33,6 +33,7 @@ use core::fmt::Write;
 use core::mem::MaybeUninit;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicU8, Ordering};
+use dmaslab_core::size_class::ClassSet;
 use dmaslab_core::{Config, CpuCache, FreeError, Gfp, Kmalloc, MmapPageSource, SpinLock, Totals};
 
 /// Requests up to this size are served from slab caches through magazines.
@@ -131,7 +132,8 @@ impl Heap {
             .secret(platform::random_u64() as usize | 1)
             .discard_threshold(DISCARD_THRESHOLD)
             .debug(settings.debug)
-            .quarantine(settings.quarantine);
+            .quarantine(settings.quarantine)
+            .classes(ClassSet::Fine);
         let core = match Kmalloc::new(MmapPageSource::new(), config) {
             Ok(k) => k,
             Err(_) => fatal("cannot build the allocator (bad configuration)"),
