@@ -268,7 +268,7 @@ impl<P: PageSource> Kmalloc<P> {
 
     /// An allocator over `source` with `config`.
     ///
-    /// The value is large (about 10 KB); [`init`](Self::init) builds it in place instead.
+    /// The value is large (about 20 KB); [`init`](Self::init) builds it in place instead.
     pub fn new(source: P, config: Config) -> Result<Self, ConfigError> {
         let mut slot = MaybeUninit::uninit();
         Self::init(&mut slot, source, config)?;
