@@ -125,8 +125,9 @@ impl Heap {
 }
 
 /// `size` rounded up to `align`: the smallest class holding it is then the smallest class
-/// holding `size` with natural alignment `align` (classes are powers of two and three times
-/// powers of two). Saturates, so an absurd size is simply no slab request.
+/// holding `size` with natural alignment `align` (in both class sets each class exceeds the one
+/// below by a power of two that divides it). Saturates, so an absurd size is simply no slab
+/// request.
 fn rounded_request(size: usize, align: usize) -> usize {
     let size = size.max(1);
     if align <= 1 {
