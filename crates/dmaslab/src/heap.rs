@@ -87,8 +87,8 @@ pub struct Heap {
     shared: SpinLock<CpuCache>,
 }
 
-// SAFETY: every shared part is behind a lock (the shared cache, the core's caches and depots);
-// thread caches are per thread.
+// SAFETY: every shared part is behind a lock (the shared cache, the core's caches) or atomics
+// (the core's depots); thread caches are per thread.
 unsafe impl Sync for Heap {}
 // SAFETY: as above; nothing is tied to the constructing thread.
 unsafe impl Send for Heap {}
@@ -381,7 +381,7 @@ impl Heap {
         }
     }
 
-    /// Takes every lock of the heap (the core's, depots first), for `pthread_atfork`'s prepare.
+    /// Takes every lock of the heap (the core's), for `pthread_atfork`'s prepare.
     pub fn prefork(&self) {
         self.core.lock_all();
     }
