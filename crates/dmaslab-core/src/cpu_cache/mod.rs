@@ -8,9 +8,9 @@
 //!   replaces goes onto its magazine; an allocation of the same class takes `recent` back.
 //! - **Slow path** (`slow.rs`): each class has two magazines, `loaded` and `prev`. An empty
 //!   (alloc) or full (free) `loaded` is swapped with `prev` if that helps; otherwise whole
-//!   magazines are exchanged with the class's lock-free [`depot`](crate::depot); otherwise a
-//!   magazine is refilled from the slabs, or drained into them, under one cache lock for the
-//!   whole magazine.
+//!   magazines are exchanged with the class's lock-free [`depot`](crate::depot); otherwise
+//!   magazines are refilled from the slabs, or drained into them, up to four under one cache
+//!   lock.
 //! - **Remote frees** (of an object another CPU allocated) take the same way: into the freeing
 //!   CPU's magazine, so they take no lock per object; full magazines reach the allocating side
 //!   through the depot, and beyond the depot's bound go back to their slabs in bulk.

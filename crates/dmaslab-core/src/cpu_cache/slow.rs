@@ -1,6 +1,6 @@
 //! The per-CPU layer's slow paths: swaps of `loaded` and `prev`, magazine exchanges with the
-//! lock-free [`depot`](crate::depot), refills from and drains into the slabs (one cache lock per
-//! magazine), flushing a [`CpuCache`], and the depot's part of `validate`.
+//! lock-free [`depot`](crate::depot), refills from and drains into the slabs (one cache lock for up
+//! to [`BULK_MAGS`] magazines), flushing a [`CpuCache`], and the depot's part of `validate`.
 
 use super::{CpuCache, NO_CLASS};
 use crate::debug::{Finding, FindingKind};
@@ -8,11 +8,15 @@ use crate::depot::{DEPOT_EMPTY_MAX, DEPOT_FULL_MAX};
 use crate::freed_tag::{first_word, tag_of};
 use crate::kmalloc::{CacheId, Kmalloc, SegmentHint, MAX_CACHES};
 use crate::kmem_cache::FreeError;
-use crate::magazine::{capacity_for, Magazine, Take, MAG_BYTES_SELF};
+use crate::magazine::{capacity_for, Magazine, Take, MAG_BYTES_SELF, MAG_MAX};
 use crate::page_source::PageSource;
 use crate::policy::Gfp;
 use crate::stats::CacheName;
 use core::ptr::{self, NonNull};
+
+/// Magazines one refill or drain moves under one cache lock at most (a stack buffer of that
+/// many magazines' pointers: 2 KiB on 64-bit targets).
+const BULK_MAGS: usize = 4;
 
 impl<P: PageSource> Kmalloc<P> {
     /// Gives everything `cc` holds back: the recent object to its slab, every magazine to its
@@ -108,7 +112,9 @@ impl<P: PageSource> Kmalloc<P> {
                 cc.loaded[x] = f;
                 return self.take_checked(f, x);
             }
-            // 3. Refill from the slabs under one cache lock.
+            // 3. Refill from the slabs under one cache lock: `loaded`, and when the class has
+            // cycled magazines before (an empty `prev`) that one too, with up to `BULK_MAGS` in
+            // all from the depot's empties, which go back to the depot loaded.
             let m = if loaded.is_null() {
                 let m = self.new_magazine(x)?;
                 if m.is_null() {
@@ -119,14 +125,24 @@ impl<P: PageSource> Kmalloc<P> {
             } else {
                 loaded
             };
-            let cap = (*m).cap as usize;
-            let (n, bad) = self.cache_alloc_bulk(x, &mut (&mut (*m).objs)[..cap]);
-            (*m).count = n as u32;
-            // The refill's objects carry no tag (fresh ones must stay untouched).
-            (*m).untagged = n as u16;
-            if let Some(e) = bad {
-                return Err(e);
+            let mut ms = [m; BULK_MAGS];
+            let mut k = 1;
+            if !prev.is_null() {
+                ms[1] = prev;
+                k = 2;
+                while k < BULK_MAGS {
+                    let Some(e) = self.depots()[x].pop_empty() else {
+                        break;
+                    };
+                    ms[k] = e;
+                    k += 1;
+                }
             }
+            let res = self.refill(x, &ms[..k]);
+            for &e in &ms[2.min(k)..k] {
+                self.to_depot(&mut cc.seg_hint, x, e)?;
+            }
+            res?;
             self.take_checked(m, x)
         }
     }
@@ -190,7 +206,7 @@ impl<P: PageSource> Kmalloc<P> {
             // serves as the new empty magazine when the depot had none (no kfree + kmalloc).
             let reuse = match excess {
                 Some(s) => {
-                    self.drain(&mut cc.seg_hint, x, s)?;
+                    self.drain_with_depot(&mut cc.seg_hint, x, s)?;
                     if empty.is_some() {
                         self.to_depot(&mut cc.seg_hint, x, s)?;
                         None
@@ -231,6 +247,32 @@ impl<P: PageSource> Kmalloc<P> {
         )
     }
 
+    /// Fills the empty magazines `ms` of cache `x` from the slabs under one cache lock, in order
+    /// (fewer objects when out of memory). A corrupted free list is the error; the objects taken
+    /// before it are in the magazines.
+    ///
+    /// # Safety
+    /// `ms` are at most [`BULK_MAGS`] distinct empty magazines of cache `x` owned by the caller.
+    unsafe fn refill(&self, x: usize, ms: &[*mut Magazine]) -> Result<(), FreeError> {
+        let mut buf = [ptr::null_mut(); BULK_MAGS * MAG_MAX];
+        // SAFETY: we own the magazines; `cap <= MAG_MAX` each (magazine invariant), so their
+        // capacities fit `buf`.
+        unsafe {
+            let want: usize = ms.iter().map(|&m| (*m).cap as usize).sum();
+            let (n, bad) = self.cache_alloc_bulk(x, &mut buf[..want]);
+            let mut i = 0;
+            for &m in ms {
+                let k = ((*m).cap as usize).min(n - i);
+                (&mut (*m).objs)[..k].copy_from_slice(&buf[i..i + k]);
+                (*m).count = k as u32;
+                // A refill's objects carry no tag (fresh ones must stay untouched).
+                (*m).untagged = k as u16;
+                i += k;
+            }
+            bad.map_or(Ok(()), Err)
+        }
+    }
+
     /// Returns the objects of `m` to their slabs under one cache lock, checking the tags of the
     /// tagged ones; `m` is then empty. On an error the objects not yet returned are dropped from
     /// the magazine (they leak).
@@ -243,14 +285,73 @@ impl<P: PageSource> Kmalloc<P> {
         x: usize,
         m: *mut Magazine,
     ) -> Result<(), FreeError> {
-        // SAFETY: we own `m` and its objects.
+        // SAFETY: forwarded.
+        unsafe { self.drain_all(hint, x, &[m]) }
+    }
+
+    /// [`drain`](Self::drain) of `m`, which cache `x`'s depot had no room for, together with up
+    /// to `BULK_MAGS - 1` loaded magazines of that depot, under one cache lock; the depot's
+    /// go back to it empty.
+    ///
+    /// # Safety
+    /// As for [`drain`](Self::drain).
+    unsafe fn drain_with_depot(
+        &self,
+        hint: &mut SegmentHint,
+        x: usize,
+        m: *mut Magazine,
+    ) -> Result<(), FreeError> {
+        let mut ms = [m; BULK_MAGS];
+        let mut k = 1;
+        while k < BULK_MAGS {
+            let Some(f) = self.depots()[x].pop_full() else {
+                break;
+            };
+            ms[k] = f;
+            k += 1;
+        }
+        // SAFETY: `m` is ours (caller), the others were taken out of the depot.
         unsafe {
-            let n = (*m).count as usize;
-            let tagged_from = (*m).untagged as usize;
-            (*m).count = 0;
-            (*m).untagged = 0;
-            let objs = &mut (&mut (*m).objs)[..n];
-            self.cache_free_bulk(x, objs, hint, tagged_from)
+            let res = self.drain_all(hint, x, &ms[..k]);
+            for &e in &ms[1..k] {
+                self.to_depot(hint, x, e)?;
+            }
+            res
+        }
+    }
+
+    /// Drains the magazines `ms` of cache `x` with one [`cache_free_bulk`](Self::cache_free_bulk)
+    /// (the untagged objects first, then the tagged ones); each is then empty. On an error the
+    /// objects not yet returned are dropped (they leak).
+    ///
+    /// # Safety
+    /// `ms` are at most [`BULK_MAGS`] distinct magazines of cache `x` owned by the caller;
+    /// `hint` the caller's segment hint.
+    unsafe fn drain_all(
+        &self,
+        hint: &mut SegmentHint,
+        x: usize,
+        ms: &[*mut Magazine],
+    ) -> Result<(), FreeError> {
+        let mut buf = [ptr::null_mut(); BULK_MAGS * MAG_MAX];
+        let mut n = 0;
+        // SAFETY: we own the magazines and their objects; `count <= MAG_MAX` each (magazine
+        // invariant), so all of them fit `buf`.
+        unsafe {
+            for &m in ms {
+                let u = (*m).untagged as usize;
+                buf[n..n + u].copy_from_slice(&(&(*m).objs)[..u]);
+                n += u;
+            }
+            let tagged_from = n;
+            for &m in ms {
+                let (u, c) = ((*m).untagged as usize, (*m).count as usize);
+                buf[n..n + c - u].copy_from_slice(&(&(*m).objs)[u..c]);
+                n += c - u;
+                (*m).count = 0;
+                (*m).untagged = 0;
+            }
+            self.cache_free_bulk(x, &buf[..n], hint, tagged_from)
                 .map_err(|(_, e)| e)
         }
     }
