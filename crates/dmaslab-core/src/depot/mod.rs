@@ -18,7 +18,7 @@ use crate::magazine::Magazine;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 /// Loaded (non-empty) magazines a cache's depot keeps at most.
-pub const DEPOT_FULL_MAX: usize = 12;
+pub const DEPOT_FULL_MAX: usize = 32;
 /// Empty magazines a cache's depot keeps at most.
 pub const DEPOT_EMPTY_MAX: usize = 32;
 
