@@ -30,12 +30,14 @@ pub const MAG_MAX: usize = 62;
 pub const MAG_MIN: usize = 4;
 
 /// Bytes of objects a full magazine should hold at most (before clamping to
-/// [`MAG_MIN`]..=[`MAG_MAX`]): keeps magazines of large classes from pinning much memory.
-pub const MAG_BYTES: usize = 8192;
+/// [`MAG_MIN`]..=[`MAG_MAX`]): keeps magazines of large classes from pinning much memory. 16 KiB,
+/// so that a mid class moves as many objects per slab lock as a small one (at 8 KiB sh8bench's
+/// 512-byte class, 16 to a magazine, took the most refill and drain locks of all).
+pub const MAG_BYTES: usize = 16384;
 
 /// The capacity of magazines for objects of `size` bytes:
-/// `clamp(MAG_BYTES / size, MAG_MIN, MAG_MAX)` — 62 for 8..128, 32 for 256, 16 for 512, 8 for
-/// 1k, 4 from 2k up.
+/// `clamp(MAG_BYTES / size, MAG_MIN, MAG_MAX)` — 62 for 8..256, 32 for 512, 16 for 1k, 8 for
+/// 2k, 4 from 4k up.
 pub const fn capacity_for(size: usize) -> usize {
     let c = MAG_BYTES / if size == 0 { 1 } else { size };
     if c < MAG_MIN {
@@ -53,9 +55,8 @@ pub const fn capacity_for(size: usize) -> usize {
 /// `untagged <= count <= cap <= MAG_MAX`; `objs[..count]` are free objects of one cache, each
 /// owned by the magazine (nobody else uses them until popped); `objs[untagged..count]` hold
 /// their freed-object tag ([`crate::freed_tag`]) in their first word, `objs[..untagged]` came
-/// from a slab refill and their memory is not looked at. `next` links magazines in a depot list
-/// and is null whenever the magazine is not on one (so [`Magazine::top`] of an empty magazine is
-/// null).
+/// from a slab refill and their memory is not looked at. `floor` is always null (so
+/// [`Magazine::top`] of an empty magazine is null).
 #[repr(C)]
 pub struct Magazine {
     /// Objects held.
@@ -64,8 +65,8 @@ pub struct Magazine {
     pub cap: u16,
     /// Objects at the bottom that carry no tag (a refill's).
     pub untagged: u16,
-    /// Depot list link.
-    pub next: *mut Magazine,
+    /// The word below `objs[0]`, always null: what [`Magazine::top`] reads when empty.
+    pub floor: *mut u8,
     /// The objects, `objs[..count]`.
     pub objs: [*mut u8; MAG_MAX],
 }
@@ -75,9 +76,9 @@ pub const MAG_BYTES_SELF: usize = core::mem::size_of::<Magazine>();
 #[cfg(target_pointer_width = "64")]
 const _: () = assert!(MAG_BYTES_SELF == 512);
 const _: () = assert!(MAG_BYTES_SELF <= 512);
-// `top` reads `next` as "objs[-1]": it must be the pointer-sized field right before `objs`.
+// `top` reads `floor` as "objs[-1]": it must be the pointer-sized field right before `objs`.
 const _: () = assert!(
-    core::mem::offset_of!(Magazine, next) + core::mem::size_of::<*mut u8>()
+    core::mem::offset_of!(Magazine, floor) + core::mem::size_of::<*mut u8>()
         == core::mem::offset_of!(Magazine, objs)
 );
 
@@ -93,19 +94,19 @@ impl Magazine {
             (&raw mut (*m).count).write(0);
             (&raw mut (*m).cap).write(cap as u16);
             (&raw mut (*m).untagged).write(0);
-            (&raw mut (*m).next).write(ptr::null_mut());
+            (&raw mut (*m).floor).write(ptr::null_mut());
         }
     }
 
     /// The object on top, `objs[count - 1]`; for an empty magazine the word below `objs[0]`,
-    /// which is `next`, null outside a depot (invariant). One load and no branch: the free fast
+    /// `floor`, which is null (invariant). One load and no branch: the free fast
     /// path compares it with the pointer being freed to catch `free(p); free(p)`.
     ///
     /// # Safety
-    /// `m` is a valid magazine that is on no depot list.
+    /// `m` is a valid magazine owned by the caller.
     #[inline(always)]
     pub unsafe fn top(m: *const Magazine) -> *mut u8 {
-        // SAFETY: `count <= MAG_MAX`, so `objs - 1 + count` lies in `next` or `objs[..MAG_MAX]`
+        // SAFETY: `count <= MAG_MAX`, so `objs - 1 + count` lies in `floor` or `objs[..MAG_MAX]`
         // (layout asserted above), inside the magazine; both hold pointers. The raw place keeps
         // the provenance of `m`, which covers the whole magazine.
         unsafe {
@@ -192,10 +193,11 @@ mod tests {
     fn capacities() {
         assert_eq!(capacity_for(8), 62);
         assert_eq!(capacity_for(128), 62);
-        assert_eq!(capacity_for(256), 32);
-        assert_eq!(capacity_for(512), 16);
-        assert_eq!(capacity_for(1024), 8);
-        assert_eq!(capacity_for(2048), 4);
+        assert_eq!(capacity_for(256), 62);
+        assert_eq!(capacity_for(512), 32);
+        assert_eq!(capacity_for(1024), 16);
+        assert_eq!(capacity_for(2048), 8);
+        assert_eq!(capacity_for(4096), 4);
         assert_eq!(capacity_for(8192), 4);
     }
 

@@ -301,6 +301,41 @@ fn remote_frees_come_back_through_the_depot() {
 
 /// `ksize_cpu` agrees with `ksize` through the CPU cache's segment hint, refuses what is no
 /// object start, and does not trust a hint whose segment went back to the page source.
+/// `validate` checks the magazines parked in the depots: a write into an object held by one (its
+/// freed-object tag overwritten) is a broken invariant naming the magazine, and the depot's
+/// magazines are all still there afterwards.
+#[test]
+fn validate_finds_a_write_into_a_depot_magazine() {
+    let mut mem = region(2 << 20);
+    let k = common::kmalloc(&mut mem, Policy::C, 64);
+    let mut cc = CpuCache::NEW;
+    // SAFETY: `cc` is used with `k` only; every object is freed once and, once freed, only its
+    // first word is written (while a depot holds it).
+    unsafe {
+        let objs: Vec<*mut u8> = (0..100).map(|_| alloc_written(&k, &mut cc, 64)).collect();
+        for &p in &objs {
+            k.kfree_cpu(&mut cc, p, 0).unwrap();
+        }
+        k.cpu_cache_flush(&mut cc).unwrap();
+        let parked = k.depot_counts();
+        // The freed objects and what is left of the refills.
+        assert!(
+            parked.2 >= objs.len(),
+            "every freed object is in a depot magazine"
+        );
+        assert_eq!(k.validate(|f| panic!("{f}")), 0);
+        objs[10].cast::<usize>().write(0x1234_5678);
+        let mut found = Vec::new();
+        assert_eq!(k.validate(|f| found.push(f.kind)), 1);
+        assert_eq!(found, [FindingKind::BrokenInvariant]);
+        assert_eq!(
+            k.depot_counts(),
+            parked,
+            "validate gave every magazine back"
+        );
+    }
+}
+
 #[test]
 fn hinted_lookup_agrees_with_the_map_and_forgets_released_segments() {
     let mut mem = region(8 << 20);

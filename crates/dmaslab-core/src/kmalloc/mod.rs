@@ -4,13 +4,14 @@
 //! The locks of a [`Kmalloc`], in the order they may nest (each is held only for list
 //! operations; none is held while calling out of the allocator):
 //!
-//! 1. a class's depot (`depots[i]`, the per-CPU layer's; never held while taking another, but
-//!    [`Kmalloc::lock_all`] takes them first),
-//! 2. `create_lock` (cache creation and destruction),
-//! 3. `quarantine` (debug mode's; never taken while a cache's lock is held),
-//! 4. a cache's lock (`caches[i]`; one at a time),
-//! 5. `sites` (debug mode's call-site table),
-//! 6. the page layer (`pages`).
+//! 1. `create_lock` (cache creation and destruction),
+//! 2. `quarantine` (debug mode's; never taken while a cache's lock is held),
+//! 3. a cache's lock (`caches[i]`; one at a time),
+//! 4. `sites` (debug mode's call-site table),
+//! 5. the page layer (`pages`).
+//!
+//! The per-CPU layer's depots (`depots[i]`) take no lock: magazines go in and out by atomic
+//! swaps ([`crate::depot`]).
 
 mod alloc;
 mod caches;
@@ -19,7 +20,7 @@ mod quarantine;
 mod stats;
 
 use crate::debug::{Finding, SiteTable};
-use crate::depot::{Depot, DepotLists};
+use crate::depot::Depot;
 use crate::divisor::Divisor;
 use crate::kmem_cache::{CacheEnv, Ctor, FreeError, KmemCache, META_CACHE};
 use crate::large::{huge_below, huge_object, is_large_object, run_pages};
@@ -350,7 +351,7 @@ impl<P: PageSource> Kmalloc<P> {
             addr_of_mut!((*k).cache_size).write([const { AtomicUsize::new(0) }; MAX_CACHES]);
             let depots = addr_of_mut!((*k).depots).cast::<Depot>();
             for i in 0..MAX_CACHES {
-                depots.add(i).write(Depot::new(DepotLists::NEW));
+                depots.add(i).write(Depot::new());
             }
             addr_of_mut!((*k).kmalloc_caches).write([NO_CACHE; MAX_CLASSES]);
             addr_of_mut!((*k).dma_caches).write([NO_CACHE; MAX_CLASSES]);
@@ -508,9 +509,6 @@ impl<P: PageSource> Kmalloc<P> {
     pub unsafe fn force_unlock_all(&self) {
         // SAFETY: forwarded from the caller.
         unsafe {
-            for d in &self.depots {
-                d.force_unlock();
-            }
             for c in &self.caches {
                 c.force_unlock();
             }
@@ -524,9 +522,6 @@ impl<P: PageSource> Kmalloc<P> {
     /// Takes every lock of the allocator and keeps them (for a `pthread_atfork` prepare handler;
     /// undo with [`force_unlock_all`](Self::force_unlock_all) in both parent and child).
     pub fn lock_all(&self) {
-        for d in &self.depots {
-            core::mem::forget(d.lock());
-        }
         let g = self.create_lock.lock();
         core::mem::forget(g);
         core::mem::forget(self.quarantine.lock());

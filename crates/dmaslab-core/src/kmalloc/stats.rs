@@ -21,15 +21,19 @@ impl<P: PageSource> Kmalloc<P> {
     /// each slab on exactly one list, the one its state calls for; a cache's active objects the
     /// sum of its slabs' objects in use; the page layer's slab pages the sum of the caches'
     /// slab pages, and the pages of the segments held the sum of header, slab, large and free
-    /// pages. Calls `found` for each problem and returns how many there were.
+    /// pages; every depot magazine the shape its list and class call for, holding objects of its
+    /// cache with their freed-object tags (`validate_depots`). Calls `found` for each problem
+    /// and returns how many there were.
     pub fn validate(&self, mut found: impl FnMut(&Finding)) -> usize {
+        // Before the cache locks: a magazine given back beyond a depot's bound is drained.
+        let depots = self.validate_depots(&mut found);
         self.pages.lock().validate_huge_cache(&self.map);
         // Every cache lock at once (in index order, then the page layer's: the lock order), so
         // that the sums are exact while other threads allocate.
         let caches: [SpinGuard<'_, KmemCache>; MAX_CACHES] =
             core::array::from_fn(|i| self.caches[i].lock());
         let mut slab_pages = 0;
-        let mut n = 0;
+        let mut n = depots;
         for c in caches.iter().filter(|c| c.live) {
             // Lock order: cache, then sites.
             let (found_here, pages) = c.validate(&mut |f| found(&f.resolved(&self.sites.lock())));

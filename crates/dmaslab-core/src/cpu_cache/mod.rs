@@ -6,10 +6,11 @@
 //! - **Fast path** ([`CpuCache::alloc_fast`], [`Kmalloc::kfree_fast`]): no lock, no atomic
 //!   read-modify-write. A freed object first becomes the cache's *recent* object and the one it
 //!   replaces goes onto its magazine; an allocation of the same class takes `recent` back.
-//! - **Slow path**: each class has two magazines, `loaded` and `prev`. An empty (alloc) or full
-//!   (free) `loaded` is swapped with `prev` if that helps; otherwise whole magazines are exchanged
-//!   with the class's [`depot`](crate::depot); otherwise a magazine is refilled from the slabs, or
-//!   drained into them, under one cache lock for the whole magazine.
+//! - **Slow path** (`slow.rs`): each class has two magazines, `loaded` and `prev`. An empty
+//!   (alloc) or full (free) `loaded` is swapped with `prev` if that helps; otherwise whole
+//!   magazines are exchanged with the class's lock-free [`depot`](crate::depot); otherwise
+//!   magazines are refilled from the slabs, or drained into them, up to four under one cache
+//!   lock.
 //! - **Remote frees** (of an object another CPU allocated) take the same way: into the freeing
 //!   CPU's magazine, so they take no lock per object; full magazines reach the allocating side
 //!   through the depot, and beyond the depot's bound go back to their slabs in bulk.
@@ -23,12 +24,14 @@
 
 use crate::debug::FindingKind;
 use crate::freed_tag::{first_word, may_hold, set_first_word, tag_of};
-use crate::kmalloc::{CacheId, Kmalloc, SegmentHint, MAX_CACHES};
+use crate::kmalloc::{Kmalloc, SegmentHint, MAX_CACHES};
 use crate::kmem_cache::FreeError;
-use crate::magazine::{capacity_for, Magazine, Take, MAG_BYTES_SELF};
+use crate::magazine::{Magazine, Take};
 use crate::page_source::PageSource;
 use crate::policy::Gfp;
 use core::ptr::{self, NonNull};
+
+mod slow;
 
 /// "No class": the value of [`CpuCache`]'s recent class when it holds no object, and of a size
 /// table entry for a size the per-CPU layer does not serve.
@@ -320,282 +323,6 @@ impl<P: PageSource> Kmalloc<P> {
         match self.cache_of_hinted(p, &mut cc.seg_hint) {
             Some(id) => Some(self.cache_size(id.index())),
             None => self.ksize(p),
-        }
-    }
-
-    /// Gives everything `cc` holds back: the recent object to its slab, every magazine to its
-    /// class's depot (or, beyond the depot's bound, its objects to the slabs). `cc` is then
-    /// empty and may be discarded or reused.
-    ///
-    /// # Safety
-    /// `cc` keeps the [`CpuCache`] contract with this allocator.
-    pub unsafe fn cpu_cache_flush(&self, cc: &mut CpuCache) -> Result<(), FreeError> {
-        let mut res = Ok(());
-        if cc.recent_x != NO_CLASS {
-            let p = cc.recent;
-            let x = cc.recent_x as usize;
-            cc.recent_x = NO_CLASS;
-            // SAFETY: the recent object is ours, a free object of cache `x` holding its tag
-            // (invariant).
-            res = unsafe { self.cache_free_bulk(x, &[p], &mut cc.seg_hint, 0) }.map_err(|e| e.1);
-        }
-        for x in 0..MAX_CACHES {
-            for m in [cc.loaded[x], cc.prev[x]] {
-                if !m.is_null() {
-                    // SAFETY: our magazine of cache `x`, handed over.
-                    let r = unsafe { self.to_depot(&mut cc.seg_hint, x, m) };
-                    res = res.and(r);
-                }
-            }
-            cc.loaded[x] = ptr::null_mut();
-            cc.prev[x] = ptr::null_mut();
-        }
-        res
-    }
-
-    /// Magazines and objects held by the depots: (loaded magazines, empty magazines, objects).
-    pub fn depot_counts(&self) -> (usize, usize, usize) {
-        let mut r = (0, 0, 0);
-        for d in self.depots() {
-            let d = d.lock();
-            let (f, e) = d.counts();
-            r.0 += f;
-            r.1 += e;
-            r.2 += d.objects();
-        }
-        r
-    }
-
-    /// `loaded[x]` is empty or absent.
-    ///
-    /// # Safety
-    /// `cc` keeps the [`CpuCache`] contract; `x` is a kmalloc cache index.
-    #[cold]
-    #[inline(never)]
-    unsafe fn cpu_alloc_slow(
-        &self,
-        cc: &mut CpuCache,
-        x: usize,
-    ) -> Result<Option<NonNull<u8>>, FreeError> {
-        // SAFETY: `cc`'s magazines are its own (invariant); those from the depot become ours.
-        unsafe {
-            // 0. The fast path left an object whose tag is broken in place: report it (it stays
-            // out of circulation).
-            match cc.take(x as u8, false) {
-                Take::Empty => {}
-                Take::Object(p) => return Ok(Some(p)),
-                Take::Broken { p, word } => {
-                    return Err(self.freed_tag_error(FindingKind::UseAfterFree, x, p, word));
-                }
-            }
-            let loaded = cc.loaded[x];
-            let prev = cc.prev[x];
-            // 1. The previous magazine has objects: swap.
-            if !prev.is_null() && !(*prev).is_empty() {
-                cc.prev[x] = loaded;
-                cc.loaded[x] = prev;
-                return self.take_checked(prev, x);
-            }
-            // 2. A loaded magazine from the depot; our empty `prev` goes there in exchange.
-            let (full, spare) = {
-                let mut d = self.depots()[x].lock();
-                let f = d.pop_full();
-                let spare = if f.is_some() && !prev.is_null() {
-                    d.push(prev)
-                } else {
-                    None
-                };
-                (f, spare)
-            };
-            if let Some(s) = spare {
-                self.free_magazine(&mut cc.seg_hint, x, s)?;
-            }
-            if let Some(f) = full {
-                // The empty `prev` went to the depot; the empty (or absent) `loaded` takes its
-                // place.
-                cc.prev[x] = loaded;
-                cc.loaded[x] = f;
-                return self.take_checked(f, x);
-            }
-            // 3. Refill from the slabs under one cache lock.
-            let m = if loaded.is_null() {
-                let m = self.new_magazine(x)?;
-                if m.is_null() {
-                    return self.kmalloc_checked(self.cache_size(x), 1, Gfp::KERNEL, 0);
-                }
-                cc.loaded[x] = m;
-                m
-            } else {
-                loaded
-            };
-            let cap = (*m).cap as usize;
-            let (n, bad) = self.cache_alloc_bulk(x, &mut (&mut (*m).objs)[..cap]);
-            (*m).count = n as u32;
-            // The refill's objects carry no tag (fresh ones must stay untouched).
-            (*m).untagged = n as u16;
-            if let Some(e) = bad {
-                return Err(e);
-            }
-            self.take_checked(m, x)
-        }
-    }
-
-    /// [`Magazine::take`] for a slow path: an object whose tag is broken is taken out of
-    /// circulation and reported.
-    ///
-    /// # Safety
-    /// `m` is a magazine of cache `x` owned by the caller.
-    unsafe fn take_checked(
-        &self,
-        m: *mut Magazine,
-        x: usize,
-    ) -> Result<Option<NonNull<u8>>, FreeError> {
-        // SAFETY: forwarded from the caller.
-        match unsafe { Magazine::take(m, self.freed_tag_secret(), false) } {
-            Take::Empty => Ok(None),
-            Take::Object(p) => Ok(Some(p)),
-            Take::Broken { p, word } => {
-                Err(self.freed_tag_error(FindingKind::UseAfterFree, x, p, word))
-            }
-        }
-    }
-
-    /// `loaded[x]` is full or absent; `p` a live object of cache `x` the caller gives up.
-    ///
-    /// # Safety
-    /// `cc` keeps the [`CpuCache`] contract; `x` is a kmalloc cache index.
-    #[cold]
-    #[inline(never)]
-    unsafe fn cpu_free_slow(
-        &self,
-        cc: &mut CpuCache,
-        x: usize,
-        p: *mut u8,
-    ) -> Result<(), FreeError> {
-        // SAFETY: `cc`'s magazines are its own (invariant); those from the depot become ours.
-        unsafe {
-            let loaded = cc.loaded[x];
-            let prev = cc.prev[x];
-            // 1. The previous magazine has room: swap.
-            if !prev.is_null() && !(*prev).is_full() {
-                cc.prev[x] = loaded;
-                cc.loaded[x] = prev;
-                Magazine::push(prev, p);
-                return Ok(());
-            }
-            // 2. Our full `prev` goes to the depot, `loaded` (full) becomes `prev`, and an empty
-            // magazine from the depot (or a new one) becomes `loaded`.
-            let (empty, excess) = {
-                let mut d = self.depots()[x].lock();
-                let e = d.pop_empty();
-                let excess = if !loaded.is_null() && !prev.is_null() {
-                    d.push(prev)
-                } else {
-                    None
-                };
-                (e, excess)
-            };
-            // A full `prev` the depot had no room for goes back to the slabs in bulk; drained, it
-            // serves as the new empty magazine when the depot had none (no kfree + kmalloc).
-            let reuse = match excess {
-                Some(s) => {
-                    self.drain(&mut cc.seg_hint, x, s)?;
-                    if empty.is_some() {
-                        self.to_depot(&mut cc.seg_hint, x, s)?;
-                        None
-                    } else {
-                        Some(s)
-                    }
-                }
-                None => None,
-            };
-            if !loaded.is_null() {
-                cc.prev[x] = loaded;
-            }
-            let m = match empty.or(reuse) {
-                Some(m) => m,
-                None => self.new_magazine(x)?,
-            };
-            cc.loaded[x] = m;
-            if m.is_null() {
-                return self.kmem_cache_free(CacheId::from_index(x), p);
-            }
-            Magazine::push(m, p);
-            Ok(())
-        }
-    }
-
-    /// A fresh empty magazine for cache `x` from kmalloc-512 (null when out of memory).
-    fn new_magazine(&self, x: usize) -> Result<*mut Magazine, FreeError> {
-        Ok(
-            match self.kmalloc_checked(MAG_BYTES_SELF, 1, Gfp::KERNEL, 0)? {
-                Some(p) => {
-                    let m = p.as_ptr().cast::<Magazine>();
-                    // SAFETY: a fresh 512-byte, 512-aligned block of ours.
-                    unsafe { Magazine::init(m, capacity_for(self.cache_size(x))) };
-                    m
-                }
-                None => ptr::null_mut(),
-            },
-        )
-    }
-
-    /// Returns the objects of `m` to their slabs under one cache lock, checking the tags of the
-    /// tagged ones; `m` is then empty. On an error the objects not yet returned are dropped from
-    /// the magazine (they leak).
-    ///
-    /// # Safety
-    /// `m` is a magazine of cache `x` owned by the caller; `hint` the caller's segment hint.
-    unsafe fn drain(
-        &self,
-        hint: &mut SegmentHint,
-        x: usize,
-        m: *mut Magazine,
-    ) -> Result<(), FreeError> {
-        // SAFETY: we own `m` and its objects.
-        unsafe {
-            let n = (*m).count as usize;
-            let tagged_from = (*m).untagged as usize;
-            (*m).count = 0;
-            (*m).untagged = 0;
-            let objs = &mut (&mut (*m).objs)[..n];
-            self.cache_free_bulk(x, objs, hint, tagged_from)
-                .map_err(|(_, e)| e)
-        }
-    }
-
-    /// Drains `m` and frees the magazine itself.
-    ///
-    /// # Safety
-    /// As for [`drain`](Self::drain).
-    unsafe fn free_magazine(
-        &self,
-        hint: &mut SegmentHint,
-        x: usize,
-        m: *mut Magazine,
-    ) -> Result<(), FreeError> {
-        // SAFETY: we own `m`; drained, it is an empty kmalloc-512 object of ours.
-        unsafe {
-            self.drain(hint, x, m)?;
-            self.kfree(m.cast())
-        }
-    }
-
-    /// Gives `m` to cache `x`'s depot, or drains and frees it if the depot is at its bound.
-    ///
-    /// # Safety
-    /// As for [`drain`](Self::drain).
-    unsafe fn to_depot(
-        &self,
-        hint: &mut SegmentHint,
-        x: usize,
-        m: *mut Magazine,
-    ) -> Result<(), FreeError> {
-        // SAFETY: ownership passes to the depot or back to us.
-        match unsafe { self.depots()[x].lock().push(m) } {
-            // SAFETY: handed back to us.
-            Some(m) => unsafe { self.free_magazine(hint, x, m) },
-            None => Ok(()),
         }
     }
 }
