@@ -14,9 +14,9 @@
 //! guard, so an underflow faults too. Guards are `PROT_NONE` through [`PageSource::protect`]:
 //! address space, never memory; a source that cannot protect (an arena) leaves them as slack.
 //!
-//! A freed object goes into the quarantine: the source makes its pages inaccessible, so any
-//! read or write after free faults at once, and it is not handed out again (its span is given
-//! back only when it leaves the quarantine). A source that cannot protect poisons the object
+//! A freed object goes into the quarantine: the source discards its pages (no memory while it
+//! waits) and makes them inaccessible, so any read or write after free faults at once, and it
+//! is not handed out again (its span is given back only when it leaves the quarantine). A source that cannot protect poisons the object
 //! instead ([`POISON_FREE`], checked when it leaves and by the quarantine's re-check).
 //! Alignments beyond a segment get a plain huge segment (no red zone; [`HugeDebug::NONE`]).
 
@@ -229,6 +229,8 @@ impl<P: PageSource> PageLayer<P> {
         // SAFETY: the object's pages lie in the span, ours; nothing uses them any more.
         let protected = unsafe {
             let first = NonNull::new_unchecked((base + d.first_page) as *mut u8);
+            // Nobody may read it any more: its memory goes back while it waits.
+            self.source.discard(first, bytes);
             let done = self.source.protect(first, bytes, false);
             if !done {
                 (start as *mut u8).write_bytes(POISON_FREE, len);
