@@ -13,6 +13,7 @@
 //! next segment boundary, and the segment map finds the header one segment below).
 
 use crate::buddy::{BuddyLink, Zone};
+use crate::large::HugeDebug;
 use core::mem::size_of;
 use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 
@@ -137,7 +138,8 @@ const _: () = assert!(size_of::<SegmentHeader>() <= size_of::<BuddyLink>());
 /// What the header page of a huge segment holds after its [`SegmentHeader`].
 ///
 /// # Invariants
-/// `object_off` (a multiple of the page size, at least one page, at most one segment) and the
+/// `object_off` (at least one page, at most one segment; a multiple of the page size but in
+/// debug mode, where the object ends next to its guard page, see `large/debug_run.rs`) and the
 /// span's arguments (what [`PageSource::free_span`](crate::PageSource::free_span) needs) never
 /// change while the segment is live; `object_len` is the object's usable bytes, to the span's
 /// end. `cached` is set while the segment waits, with no object, in the page layer's cache of
@@ -156,6 +158,8 @@ pub(crate) struct HugeInfo {
     /// Pages after the span, inaccessible (a guard page on sources that can protect pages),
     /// taken and given back with it; not counted in `span_pages`.
     pub(crate) guard_pages: usize,
+    /// Debug mode's state of the object ([`HugeDebug::NONE`] for a plain huge segment).
+    pub(crate) debug: HugeDebug,
 }
 
 /// Where a huge segment's [`HugeInfo`] lies after its header (the header page holds nothing

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{kmalloc_mode, region};
+use common::{kmalloc_mode, natural_align, region};
 use dmaslab_core::{FindingKind, FreeError, Gfp, Policy};
 
 fn found(e: FreeError) -> dmaslab_core::Finding {
@@ -310,4 +310,80 @@ fn natural_alignment_holds_with_guard_slots() {
     let p = k.kmalloc_aligned(512, 512, Gfp::KERNEL).unwrap().as_ptr();
     assert_eq!(p as usize % 512, 0);
     assert_eq!(k.validate(|f| panic!("{f}")), 0);
+}
+
+/// A debug page run (here 10001 bytes: three pages) ends as close to the end of its last page
+/// as `malloc`'s 16-byte alignment allows, and the slack on both sides is red zone, checked at
+/// free: one byte past the object and one byte before it are each reported, naming the page
+/// run, the offset and both call sites.
+#[test]
+fn page_run_red_zones_on_both_sides_are_checked_at_free() {
+    let mut mem = region(4 << 20);
+    let k = kmalloc_mode(&mut mem, Policy::C, 64, true);
+    let page = k.page_size();
+    for (at, want) in [(10001isize, 10001isize), (-1, -1)] {
+        let p = k
+            .kmalloc_checked(10001, 1, Gfp::KERNEL, 0xa1)
+            .unwrap()
+            .unwrap()
+            .as_ptr();
+        let end = p as usize + 10001;
+        assert_eq!(p as usize % 16, 0);
+        assert_eq!(
+            end.next_multiple_of(page) - end,
+            15,
+            "{p:p}: 16-aligned, as late as can be"
+        );
+        assert_eq!(k.usable_size(p), Some(10001));
+        // SAFETY: a byte of the red zone just past or just before the object (the misuse); the
+        // red zones lie in the object's first and last pages, mapped.
+        unsafe { p.offset(at).write(0) };
+        // SAFETY: live, freed once.
+        let f = found(unsafe { k.kfree_at(p, 0xf1) }.unwrap_err());
+        assert_eq!(f.kind, FindingKind::RedZone);
+        assert_eq!((f.object, f.offset as isize), (p as usize, want));
+        assert_eq!(f.cache.as_str(), "page run");
+        assert_eq!((f.alloc_site, f.free_site), (0xa1, 0xf1));
+        // Refused and out of circulation: a second free is a double free, not a crash.
+        // SAFETY: as above (the free was refused).
+        let f = found(unsafe { k.kfree(p) }.unwrap_err());
+        assert_eq!(f.kind, FindingKind::DoubleFree);
+    }
+}
+
+/// A freed debug page run is quarantined, poisoned (an arena cannot protect pages): it is not
+/// handed out again while quarantined, a write after free is found at the next call, and a
+/// second free is a double free naming the first free's site.
+#[test]
+fn page_runs_are_quarantined_poisoned_and_rechecked() {
+    let mut mem = region(8 << 20);
+    let k = kmalloc_mode(&mut mem, Policy::C, 64, true);
+    let size = 5 * k.page_size();
+    let p = k
+        .kmalloc_checked(size, 1, Gfp::KERNEL, 0xa2)
+        .unwrap()
+        .unwrap()
+        .as_ptr();
+    assert_eq!(p as usize % natural_align(size), 0, "natural alignment");
+    // SAFETY: the whole object is usable.
+    unsafe { p.write_bytes(7, size) };
+    // SAFETY: live, freed once.
+    unsafe { k.kfree_at(p, 0xf2).unwrap() };
+    let f = found(unsafe { k.kfree_at(p, 0xf3) }.unwrap_err());
+    assert_eq!(f.kind, FindingKind::DoubleFree);
+    assert_eq!((f.alloc_site, f.free_site), (0xa2, 0xf2));
+    let q = k.kmalloc(size, Gfp::KERNEL).unwrap().as_ptr();
+    assert_ne!(q, p, "a quarantined page run is not handed out again");
+    // SAFETY: a write after free (the misuse) into the poisoned, still mapped object.
+    unsafe { p.add(size / 2).write(1) };
+    let f = found(k.kmalloc_checked(16, 1, Gfp::KERNEL, 0).unwrap_err());
+    assert_eq!(f.kind, FindingKind::UseAfterFree);
+    assert_eq!((f.object, f.offset), (p as usize, size / 2));
+    assert_eq!(f.cache.as_str(), "page run");
+    // SAFETY: live, freed once; the allocator goes on working.
+    unsafe { k.kfree(q).unwrap() };
+    assert!(
+        k.quarantine_flush().is_ok(),
+        "the written run is out of the ring already"
+    );
 }

@@ -99,11 +99,13 @@ fn huge_segments_cost_their_pages_plus_a_header() {
         // SAFETY: live, freed once.
         unsafe { k.kfree(p).unwrap() };
     }
-    // 2^k up to the limit stays naturally aligned (a run, not a huge segment).
+    // 2^k up to the limit stays naturally aligned. From 256 KiB on, an mmap source gives it a
+    // huge segment for its guard pages: the header, the padding up to its alignment (address
+    // space), its pages.
     let p = k.kmalloc(max, Gfp::KERNEL).unwrap().as_ptr();
     assert_eq!(p as usize % max, 0);
     let c = k.totals().pages;
-    assert_eq!(c.huge_pages, c.cached_huge_pages);
+    assert_eq!(c.huge_pages - c.cached_huge_pages, 2 * max / page);
     // SAFETY: live, freed once.
     unsafe { k.kfree(p).unwrap() };
 }
@@ -224,5 +226,111 @@ fn a_huge_segment_is_followed_by_a_guard_page() {
         unsafe { k.kfree(p as *mut u8).unwrap() };
         drop(k);
         assert_eq!(src.protected, [(guard, page, false)]);
+    }
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "mmap and mprotect are not available under Miri")]
+fn a_debug_page_run_lies_between_guard_pages_and_faults_in_quarantine() {
+    #[cfg(not(miri))]
+    {
+        let mut src = Logged {
+            inner: dmaslab_core::MmapPageSource::new(),
+            protected: Vec::new(),
+        };
+        let page = src.page_size();
+        let config = dmaslab_core::Config::new(Policy::C).debug(true);
+        let k = Kmalloc::new(&mut src, config).unwrap();
+        let mut freed = Vec::new();
+        for size in [8192, 12 << 10, 256 << 10, 3 << 20] {
+            let p = k.kmalloc(size, Gfp::KERNEL).unwrap().as_ptr() as usize;
+            // Natural alignment up to half a segment (1 MiB), pages beyond.
+            let owed = if size <= 1 << 20 {
+                natural_align(size)
+            } else {
+                page
+            };
+            assert_eq!(p % owed, 0, "{size}: alignment");
+            // SAFETY: the whole object is usable.
+            unsafe { (p as *mut u8).write_bytes(1, size) };
+            let Some(after) = mapping_perms(p + size) else {
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr().lock(),
+                    "SKIPPED: /proc/self/maps check: not readable"
+                );
+                return;
+            };
+            assert_eq!(after, "---p", "{size}: the page right after the object");
+            assert_eq!(
+                mapping_perms(p - 1).unwrap(),
+                "---p",
+                "{size}: the page before"
+            );
+            assert_eq!(mapping_perms(p).unwrap(), "rw-p");
+            // SAFETY: live, freed once.
+            unsafe { k.kfree(p as *mut u8).unwrap() };
+            assert_eq!(mapping_perms(p).unwrap(), "---p", "{size}: quarantined");
+            freed.push((p, size.next_multiple_of(page), false));
+        }
+        assert!(k.quarantine_flush().is_ok());
+        assert_eq!(k.totals().pages.huge_pages, 0, "every debug run went back");
+        drop(k);
+        for f in freed {
+            assert!(
+                src.protected.contains(&f),
+                "the object's pages are protected at free: {f:x?}"
+            );
+        }
+    }
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "mmap and mprotect are not available under Miri")]
+fn the_huge_cache_trims_for_smaller_requests_and_stays_near_the_live_peak() {
+    #[cfg(not(miri))]
+    {
+        let k = Kmalloc::new(
+            dmaslab_core::MmapPageSource::new(),
+            dmaslab_core::Config::new(Policy::C),
+        )
+        .unwrap();
+        let page = k.page_size();
+        let cached = |k: &Kmalloc<_>| k.totals().pages.cached_huge_pages * page;
+        // A smaller request reuses a cached segment, trimmed: the page after it is a guard.
+        let a = k.kmalloc(3 << 20, Gfp::KERNEL).unwrap().as_ptr();
+        // SAFETY: live, freed once.
+        unsafe { k.kfree(a).unwrap() };
+        let small = (3 << 20) / 2;
+        let b = k.kmalloc(small, Gfp::KERNEL).unwrap().as_ptr();
+        assert_eq!(b, a, "the cached segment serves the smaller request");
+        assert_eq!(k.ksize(b), Some(small), "trimmed to the request");
+        // SAFETY: the whole object is usable.
+        unsafe { b.write_bytes(1, small) };
+        if let Some(perms) = mapping_perms(b as usize + small) {
+            assert_eq!(perms, "---p", "the guard follows the trimmed object");
+        }
+        // SAFETY: live, freed once.
+        unsafe { k.kfree(b).unwrap() };
+        // Three live 3 MiB blocks freed: the cache keeps them (the program held that much).
+        let live: Vec<_> = (0..3)
+            .map(|_| k.kmalloc(3 << 20, Gfp::KERNEL).unwrap().as_ptr())
+            .collect();
+        for &p in &live {
+            // SAFETY: live, freed once.
+            unsafe { k.kfree(p).unwrap() };
+        }
+        assert!(cached(&k) >= 9 << 20, "{} bytes cached", cached(&k));
+        // Now the program holds more than ever, in blocks the cache cannot serve: it gives
+        // back down to the slack.
+        let big: Vec<_> = (0..2)
+            .map(|_| k.kmalloc(6 << 20, Gfp::KERNEL).unwrap().as_ptr())
+            .collect();
+        assert!(cached(&k) <= 4 << 20, "{} bytes cached", cached(&k));
+        for p in big {
+            // SAFETY: live, freed once.
+            unsafe { k.kfree(p).unwrap() };
+        }
+        assert_eq!(k.validate(|f| panic!("{f}")), 0);
     }
 }

@@ -2,6 +2,7 @@
 //! class rule they share (`cache_for`), and the large runs above the slab classes.
 
 use super::*;
+use crate::large::debug_run_ksize;
 
 impl<P: PageSource> Kmalloc<P> {
     /// The cache serving kmalloc requests of `size` with `gfp`, if a slab cache serves them.
@@ -105,7 +106,7 @@ impl<P: PageSource> Kmalloc<P> {
                 };
                 p
             }
-            None => match self.alloc_large(size, align) {
+            None => match self.alloc_large(size, align, site) {
                 Some(p) => p,
                 None => return Ok(None),
             },
@@ -118,9 +119,22 @@ impl<P: PageSource> Kmalloc<P> {
     }
 
     /// A page run or a huge segment for a request of `size` bytes aligned to `align`
-    /// (`large.rs`).
-    pub(super) fn alloc_large(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
-        self.pages.lock().alloc_large(&self.map, size, align)
+    /// (`large.rs`); in debug mode a huge segment with red zones and guard pages, allocated at
+    /// `site` (`large/debug_run.rs`).
+    pub(super) fn alloc_large(
+        &self,
+        size: usize,
+        align: usize,
+        site: usize,
+    ) -> Option<NonNull<u8>> {
+        if !self.config.debug {
+            return self.pages.lock().alloc_large(&self.map, size, align);
+        }
+        let handle = self.site_handle(site);
+        let align = align.max(self.classes.minalign());
+        self.pages
+            .lock()
+            .alloc_debug_run(&self.map, size, align, handle)
     }
 
     /// Frees an allocation from kmalloc or any cache of this allocator. Null is ignored.
@@ -202,8 +216,21 @@ impl<P: PageSource> Kmalloc<P> {
                 if addr != start || expect.is_some() {
                     return Err(FreeError::InvalidPointer(addr));
                 }
-                // SAFETY: found as a huge segment; the caller gives its object up.
-                unsafe { self.pages.lock().free_huge_object(&self.map, seg, addr) }
+                if !self.config.debug {
+                    // SAFETY: found as a huge segment; the caller gives its object up.
+                    return unsafe { self.pages.lock().free_huge_object(&self.map, seg, addr) };
+                }
+                let handle = self.site_handle(site);
+                // SAFETY: as above.
+                let res = unsafe {
+                    self.pages
+                        .lock()
+                        .free_debug_run(&self.map, seg, addr, handle)
+                };
+                match res.map_err(|e| self.resolve(e))? {
+                    Some(bytes) => self.quarantine_put(Entry { addr, bytes }),
+                    None => Ok(()),
+                }
             }
             Loc::Header { .. } | Loc::FreePage | Loc::Foreign => {
                 Err(FreeError::InvalidPointer(addr))
@@ -236,7 +263,10 @@ impl<P: PageSource> Kmalloc<P> {
                 (is_large_object(d) && start == addr)
                     .then(|| ((*d).cache.load(Ordering::Acquire) as usize) << self.page_shift)
             },
-            Loc::Huge { start, end, .. } => (addr == start).then_some(end - start),
+            Loc::Huge { seg, start, end } => (addr == start).then(|| {
+                // SAFETY: found as a registered huge segment.
+                unsafe { debug_run_ksize(seg) }.unwrap_or(end - start)
+            }),
             _ => None,
         }
     }
@@ -258,6 +288,8 @@ impl<P: PageSource> Kmalloc<P> {
                 // SAFETY: an object start of a slab of this cache (checked under its lock).
                 Some(unsafe { c.requested(head, ptr as *mut u8) })
             }
+            // A debug page run's own bytes (`ksize` gives its request's pages).
+            Loc::Huge { start, end, .. } => Some(end - start),
             _ => Some(full),
         }
     }
@@ -286,7 +318,7 @@ impl<P: PageSource> Kmalloc<P> {
             let _ = unsafe { self.kfree(ptr) };
             return None;
         }
-        let old = self.ksize(ptr)?;
+        let old = self.usable_size(ptr)?;
         // In place when it fits without wasting half of it, and keeps the natural alignment a
         // fresh kmalloc(new_size) would have. Debug mode always moves, so the red zone of the
         // new size is painted and checked.

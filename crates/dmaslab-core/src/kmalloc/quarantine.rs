@@ -204,6 +204,12 @@ impl<P: PageSource> Kmalloc<P> {
                 drop(c);
                 res.map_err(|e| self.resolve(e))
             }
+            Loc::Huge { seg, .. } => {
+                // SAFETY: a registered huge segment whose object was quarantined by
+                // `free_checked` and just left the ring.
+                let res = unsafe { self.pages.lock().release_debug_run(&self.map, seg) };
+                res.map_err(|f| self.resolve(FreeError::Found(f)))
+            }
             _ => Err(FreeError::InvalidPointer(e.addr)),
         }
     }
@@ -218,15 +224,21 @@ impl<P: PageSource> Kmalloc<P> {
         let mut q = self.quarantine.lock();
         let mut bad = None;
         for (i, e) in q.newest() {
-            if let Loc::Slab { head, cache, .. } = self.locate(e.addr) {
-                if let Some(c) = self.lock_slab(head, cache) {
+            let res = match self.locate(e.addr) {
+                Loc::Slab { head, cache, .. } => match self.lock_slab(head, cache) {
                     // SAFETY: `head` heads a slab of this cache (checked under its lock) holding
                     // the object; the quarantine lock keeps it quarantined.
-                    if let Err(f) = unsafe { c.check_quarantined(head, e.addr as *mut u8) } {
-                        bad = Some((i, f));
-                        break;
-                    }
-                }
+                    Some(c) => unsafe { c.check_quarantined(head, e.addr as *mut u8) },
+                    None => Ok(()),
+                },
+                // SAFETY: a registered huge segment (the map's answer; the quarantine lock
+                // keeps a quarantined one registered), checked under the page-layer lock.
+                Loc::Huge { seg, .. } => unsafe { self.pages.lock().check_debug_run(seg) },
+                _ => Ok(()),
+            };
+            if let Err(f) = res {
+                bad = Some((i, f));
+                break;
             }
         }
         let Some((i, f)) = bad else {

@@ -3,8 +3,8 @@
 
 mod check;
 mod debug;
+mod slab_list;
 
-use crate::buddy::BuddyLink;
 use crate::debug::{Finding, FindingKind, ObjectRef, RECORD_BYTES};
 use crate::divisor::Divisor;
 use crate::geometry::slab_order;
@@ -15,7 +15,8 @@ use crate::segment_map::SegmentMap;
 use crate::slab::{Corrupt, SlabGeom};
 use crate::spin::SpinLock;
 use crate::stats::{CacheName, SlabInfo, Usage};
-use core::ptr::{self, NonNull};
+use core::ptr::NonNull;
+use slab_list::{SlabList, LIST_EMPTY, LIST_FULL, LIST_PARTIAL};
 
 /// The cache id marking a page run as debug metadata (the call-site table).
 pub(crate) const META_CACHE: u16 = u16::MAX - 1;
@@ -33,65 +34,6 @@ pub(crate) struct CacheEnv {
     /// Debug mode: the red-zone bytes that follow each object inside its slot (user caches get
     /// a word; kmalloc caches none, since debug kmalloc never fills a slot exactly).
     pub(crate) debug: Option<usize>,
-}
-
-/// Which list a slab is on.
-const LIST_PARTIAL: u8 = 1;
-const LIST_FULL: u8 = 2;
-const LIST_EMPTY: u8 = 3;
-
-/// An intrusive list of slabs through their head descriptors' `link`.
-///
-/// # Invariants
-/// `head` starts a null-terminated doubly linked list of `len` slab head descriptors.
-struct SlabList {
-    head: *mut PageDesc,
-    len: usize,
-}
-
-impl SlabList {
-    const EMPTY: SlabList = SlabList {
-        head: ptr::null_mut(),
-        len: 0,
-    };
-
-    /// # Safety
-    /// `d` is a slab head descriptor on no list.
-    unsafe fn push(&mut self, d: *mut PageDesc) {
-        // SAFETY: `d` and the current head are valid descriptors (caller, list invariant).
-        unsafe {
-            (*d).link.prev = ptr::null_mut();
-            (*d).link.next = self.head.cast::<BuddyLink>();
-            if !self.head.is_null() {
-                (*self.head).link.prev = d.cast();
-            }
-        }
-        self.head = d;
-        self.len += 1;
-    }
-
-    /// # Safety
-    /// `d` is on this list.
-    unsafe fn remove(&mut self, d: *mut PageDesc) {
-        // SAFETY: `d` and its neighbours are on this list (caller, list invariant).
-        unsafe {
-            let (next, prev) = (
-                (*d).link.next.cast::<PageDesc>(),
-                (*d).link.prev.cast::<PageDesc>(),
-            );
-            if prev.is_null() {
-                self.head = next;
-            } else {
-                (*prev).link.next = next.cast();
-            }
-            if !next.is_null() {
-                (*next).link.prev = prev.cast();
-            }
-            (*d).link.next = ptr::null_mut();
-            (*d).link.prev = ptr::null_mut();
-        }
-        self.len -= 1;
-    }
 }
 
 /// Why an object could not be freed.
