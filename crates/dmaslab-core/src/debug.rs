@@ -196,6 +196,24 @@ impl fmt::Display for Finding {
     }
 }
 
+/// The index of the first byte of `bytes` that is not `fill`.
+///
+/// Compared a block at a time: slice equality is one memcmp (and one step under Miri, where a
+/// byte loop over every free object made `validate` take minutes); the byte loop only finds the
+/// offset inside the block that differs.
+pub(crate) fn first_differing(bytes: &[u8], fill: u8) -> Option<usize> {
+    const BLOCK: usize = 256;
+    let pattern = [fill; BLOCK];
+    let mut at = 0;
+    for block in bytes.chunks(BLOCK) {
+        if block != &pattern[..block.len()] {
+            return block.iter().position(|&b| b != fill).map(|i| at + i);
+        }
+        at += block.len();
+    }
+    None
+}
+
 /// The object a check looks at.
 pub(crate) struct ObjectRef<'a> {
     pub(crate) cache: &'a CacheName,
@@ -227,10 +245,7 @@ impl ObjectRef<'_> {
         // SAFETY: inside the object (caller).
         let bytes =
             unsafe { core::slice::from_raw_parts(self.obj.add(from), to.saturating_sub(from)) };
-        bytes
-            .iter()
-            .position(|&b| b != fill)
-            .map(|i| self.obj as usize + from + i)
+        first_differing(bytes, fill).map(|i| self.obj as usize + from + i)
     }
 
     /// Prepares a fresh slab's object: poison and a free record.
@@ -443,6 +458,24 @@ impl ObjectRef<'_> {
             match self.first_not(from, self.stride, fill) {
                 Some(bad) => Err(self.finding(kind, bad)),
                 None => Ok(()),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_differing;
+
+    #[test]
+    fn first_differing_finds_every_offset_across_blocks() {
+        for len in [0usize, 1, 7, 255, 256, 257, 600] {
+            let mut bytes = [0x6bu8; 600];
+            let bytes = &mut bytes[..len];
+            assert_eq!(first_differing(bytes, 0x6b), None, "len {len}");
+            for at in (0..len).rev() {
+                bytes[at] = 0x6a;
+                assert_eq!(first_differing(bytes, 0x6b), Some(at), "len {len} at {at}");
             }
         }
     }

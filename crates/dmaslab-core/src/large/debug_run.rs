@@ -322,5 +322,5 @@ pub(crate) unsafe fn debug_run_ksize(seg: *mut SegmentHeader) -> Option<usize> {
 unsafe fn first_not(from: usize, to: usize, fill: u8) -> Option<usize> {
     // SAFETY: as the caller promises.
     let bytes = unsafe { core::slice::from_raw_parts(from as *const u8, to.saturating_sub(from)) };
-    bytes.iter().position(|&b| b != fill).map(|i| from + i)
+    crate::debug::first_differing(bytes, fill).map(|i| from + i)
 }
