@@ -28,7 +28,9 @@
 //! fit: first one whose resident object already holds the request); where the source can
 //! protect pages, the pages past the new object's end are discarded (`MADV_DONTNEED`) and made
 //! inaccessible, so a trimmed segment costs only its object's memory and its guard stays
-//! right after the object. malloc-large (`measure/malloc_large.c`, 600 steps): peak RSS 47.5 →
+//! right after the object. There, too, a cached segment is inaccessible as a whole (its pages
+//! stay resident): a read, write or zeroing after free of a large object faults, as it does
+//! where glibc unmaps a large chunk at free (issue 15). malloc-large (`measure/malloc_large.c`, 600 steps): peak RSS 47.5 →
 //! 22.8 MiB (glibc 21.4), 81 → ~170 ms (glibc ~150, tcmalloc ~25), 20 k → 49 k minor faults.
 
 mod debug_run;
@@ -68,7 +70,8 @@ const FIT_SLACK: usize = 4;
 /// unmap each time), within the bound the module's text gives.
 ///
 /// # Invariants
-/// `segs[..len]` are registered huge segments with `cached` set and no object, oldest first;
+/// `segs[..len]` are registered huge segments with `cached` set and no object, oldest first
+/// (where the source protects pages, a cached segment's pages are all inaccessible);
 /// `pages` is the sum of their spans, at most `HUGE_CACHE_BYTES` worth, and after every large
 /// allocation and free at most the cap of `huge_cache_cap`. `ops` counts large
 /// allocations and frees (the clock of a source without one).
@@ -280,6 +283,13 @@ impl<P: PageSource> PageLayer<P> {
                     let old = self.huge_cache.remove(0);
                     self.uncache(map, old);
                 }
+                if (*info).guard_pages > 0 {
+                    // No access while cached (address space only: the pages stay resident for
+                    // the next request): a read, write or zeroing after the free faults, as
+                    // glibc's unmapped large chunks do. A source that cannot leaves it open.
+                    let obj = NonNull::new_unchecked(seg.cast::<u8>().add((*info).object_off));
+                    let _ = self.source.protect(obj, len, false);
+                }
                 (*info).cached.store(true, Ordering::Release);
                 (*info).cached_at = now;
                 let c = &mut self.huge_cache;
@@ -420,18 +430,21 @@ impl<P: PageSource> PageLayer<P> {
             let start = seg.cast::<u8>().add(info.object_off);
             let had = info.object_len.load(Ordering::Relaxed);
             let got = if info.guard_pages > 0 {
-                if len > had {
-                    let grow = NonNull::new_unchecked(start.add(had));
-                    if !self.source.protect(grow, len - had, true) {
-                        // Cannot open the pages: this segment cannot serve the request.
-                        self.release_huge(map, seg);
-                        return None;
-                    }
-                } else if len < had {
-                    // Past the object: no memory, no access (the guard moves with the end).
-                    let tail = NonNull::new_unchecked(start.add(len));
-                    self.source.discard(tail, had - len);
-                    let _ = self.source.protect(tail, had - len, false);
+                // Every page of a cached guarded segment is inaccessible (see
+                // `free_huge_object`): open the new object's pages, resident or not.
+                if !self
+                    .source
+                    .protect(NonNull::new_unchecked(start), len, true)
+                {
+                    // Cannot open the pages: this segment cannot serve the request.
+                    self.release_huge(map, seg);
+                    return None;
+                }
+                if len < had {
+                    // Past the object: no memory, and no access still (the guard moves with
+                    // the end).
+                    self.source
+                        .discard(NonNull::new_unchecked(start.add(len)), had - len);
                 }
                 len
             } else {
