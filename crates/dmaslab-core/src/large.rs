@@ -562,7 +562,7 @@ pub(crate) unsafe fn huge_object(seg: *mut SegmentHeader) -> Option<(usize, usiz
 /// `d` heads a large run; the caller holds the page-layer lock.
 pub(crate) unsafe fn run_pages(d: *const PageDesc) -> usize {
     // SAFETY: as the caller promises.
-    unsafe { (*d).freelist as usize }
+    unsafe { (*d).freelist.load(Ordering::Relaxed) as usize }
 }
 
 /// Does descriptor `d` head a large kmalloc run (not the debug call-site table)?

@@ -171,7 +171,7 @@ impl<P: PageSource> PageLayer<P> {
             (*head).cache.store(cache, Ordering::Relaxed);
             (*head).head.store(i as u32, Ordering::Relaxed);
             if kind == PageKind::Large {
-                (*head).freelist = pages as u32;
+                (*head).freelist.store(pages as u32, Ordering::Relaxed);
             }
             PageDesc::set_kind_of(head, kind);
             let tail = if kind == PageKind::Slab {
@@ -183,6 +183,8 @@ impl<P: PageSource> PageLayer<P> {
                 let d = SegmentHeader::desc_ptr(seg, j);
                 (*d).head.store(i as u32, Ordering::Relaxed);
                 (*d).cache.store(cache, Ordering::Relaxed);
+                // A slab's second page keeps its live bits here (`kmalloc/live.rs`): none yet.
+                (*d).freelist.store(0, Ordering::Relaxed);
                 PageDesc::set_kind_of(d, tail);
             }
             for_each_block(i + pages, i + (1 << order), |j, k| {
@@ -219,8 +221,8 @@ impl<P: PageSource> PageLayer<P> {
             // SAFETY: `seg` is live and its bitmap is ours under the lock (caller).
             unsafe {
                 let populated = SegmentHeader::populated(seg);
-                if *populated & (1u32 << b) == 0 {
-                    *populated |= 1u32 << b;
+                if populated.load(Ordering::Relaxed) & (1u32 << b) == 0 {
+                    populated.fetch_or(1u32 << b, Ordering::Relaxed);
                     let p = SegmentHeader::page_ptr(seg, b << d, self.page_shift);
                     self.source
                         .populate(NonNull::new_unchecked(p), 1 << (d + self.page_shift));
@@ -244,7 +246,7 @@ impl<P: PageSource> PageLayer<P> {
                 self.counts.slab_pages -= pages;
                 pages
             } else {
-                let pages = (*head).freelist as usize;
+                let pages = (*head).freelist.load(Ordering::Relaxed) as usize;
                 self.counts.large_pages -= pages;
                 pages
             };
@@ -287,7 +289,7 @@ impl<P: PageSource> PageLayer<P> {
                 self.source
                     .discard(NonNull::new_unchecked(p), 1 << (len + self.page_shift));
                 for b in (start >> d)..((start + (1 << len)) >> d).min(TRACKED_BLOCKS) {
-                    *SegmentHeader::populated(seg) &= !(1u32 << b);
+                    SegmentHeader::populated(seg).fetch_and(!(1u32 << b), Ordering::Relaxed);
                 }
             }
         }

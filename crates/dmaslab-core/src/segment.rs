@@ -71,7 +71,7 @@ pub(crate) struct PageDesc {
     /// Slab head: objects from this index on were never handed out (see `slab.rs`).
     pub(crate) fresh: u16,
     pub(crate) head: AtomicU32,
-    pub(crate) freelist: u32,
+    pub(crate) freelist: AtomicU32,
 }
 
 impl PageDesc {
@@ -85,7 +85,7 @@ impl PageDesc {
             inuse: 0,
             fresh: 0,
             head: AtomicU32::new(i as u32),
-            freelist: 0,
+            freelist: AtomicU32::new(0),
         }
     }
 
@@ -261,10 +261,10 @@ impl SegmentHeader {
     /// # Safety
     /// `h` is a live normal segment.
     #[inline]
-    pub(crate) unsafe fn populated(h: *mut SegmentHeader) -> *mut u32 {
+    pub(crate) unsafe fn populated<'a>(h: *mut SegmentHeader) -> &'a AtomicU32 {
         // SAFETY: descriptor 0 lies at the segment start (caller: a live normal segment); the
         // header overlays only its link.
-        unsafe { &raw mut (*h.cast::<PageDesc>()).freelist }
+        unsafe { &(*h.cast::<PageDesc>()).freelist }
     }
 
     /// The buddy zone of normal segment `h`: its non-header pages.

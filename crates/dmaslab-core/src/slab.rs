@@ -12,6 +12,7 @@
 
 use crate::divisor::Divisor;
 use crate::segment::PageDesc;
+use core::sync::atomic::Ordering::Relaxed;
 
 /// What the free list of one slab looks like to the code walking it.
 #[derive(Clone, Copy)]
@@ -52,7 +53,7 @@ impl SlabGeom {
     pub(crate) unsafe fn init_lazy(&self, desc: *mut PageDesc) {
         // SAFETY: the descriptor is ours under the cache lock (caller); fields only.
         unsafe {
-            (*desc).freelist = 0;
+            (*desc).freelist.store(0, Relaxed);
             (*desc).inuse = 0;
             (*desc).fresh = 0;
         }
@@ -78,7 +79,7 @@ impl SlabGeom {
         }
         // SAFETY: the descriptor is ours under the cache lock (caller); fields only.
         unsafe {
-            (*desc).freelist = 1;
+            (*desc).freelist.store(1, Relaxed);
             (*desc).inuse = 0;
             (*desc).fresh = self.objects as u16;
         }
@@ -91,7 +92,7 @@ impl SlabGeom {
     #[inline]
     pub(crate) unsafe fn has_free(&self, desc: *const PageDesc) -> bool {
         // SAFETY: fields owned by the caller's lock.
-        unsafe { (*desc).freelist != 0 || ((*desc).fresh as usize) < self.objects }
+        unsafe { (*desc).freelist.load(Relaxed) != 0 || ((*desc).fresh as usize) < self.objects }
     }
 
     /// Has the object at `off` ever been handed out (is it below `fresh`)?
@@ -119,16 +120,16 @@ impl SlabGeom {
         // a fresh index is below `objects`; the descriptor's plain fields belong to the cache
         // lock (caller).
         unsafe {
-            if (*desc).freelist == 0 {
+            if (*desc).freelist.load(Relaxed) == 0 {
                 let i = (*desc).fresh as usize;
                 debug_assert!(i < self.objects);
                 (*desc).fresh += 1;
                 (*desc).inuse += 1;
                 return Ok(base.add(i * self.size));
             }
-            let slot = base.add((*desc).freelist as usize - 1);
+            let slot = base.add((*desc).freelist.load(Relaxed) as usize - 1);
             let next = self.decode(slot, slot.cast::<usize>().read())?;
-            (*desc).freelist = next;
+            (*desc).freelist.store(next, Relaxed);
             (*desc).inuse += 1;
             Ok(slot)
         }
@@ -145,8 +146,8 @@ impl SlabGeom {
         unsafe {
             let slot = base.add(off);
             slot.cast::<usize>()
-                .write(self.encode(slot, (*desc).freelist));
-            (*desc).freelist = off as u32 + 1;
+                .write(self.encode(slot, (*desc).freelist.load(Relaxed)));
+            (*desc).freelist.store(off as u32 + 1, Relaxed);
             (*desc).inuse -= 1;
         }
     }
@@ -163,7 +164,7 @@ impl SlabGeom {
         off: usize,
     ) -> Result<bool, Corrupt> {
         // SAFETY: the descriptor is owned by the caller's cache lock.
-        let mut cur = unsafe { (*desc).freelist };
+        let mut cur = unsafe { (*desc).freelist.load(Relaxed) };
         let mut steps = 0;
         while cur != 0 {
             if cur as usize - 1 == off {

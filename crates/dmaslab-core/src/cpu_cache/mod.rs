@@ -96,7 +96,8 @@ impl CpuCache {
     /// here).
     ///
     /// # Safety
-    /// `x < MAX_CACHES`.
+    /// `x < MAX_CACHES`, a class [`Kmalloc::cpu_class`] answered (a cache that keeps live bits
+    /// is served by `kmalloc_cpu` only, which sets the object's bit).
     #[inline(always)]
     pub unsafe fn alloc_fast(&mut self, x: u8) -> Option<NonNull<u8>> {
         // SAFETY: `x` is in bounds (caller).
@@ -164,6 +165,7 @@ impl<P: PageSource> Kmalloc<P> {
             return NO_CLASS;
         }
         self.kmalloc_cache(size, gfp)
+            .filter(|id| !self.keeps_live_bits(id.index()))
             .map_or(NO_CLASS, |id| id.index() as u8)
     }
 
@@ -180,6 +182,10 @@ impl<P: PageSource> Kmalloc<P> {
             return false;
         };
         let x = id.index();
+        if self.keeps_live_bits(x) {
+            // Its live bit is taken by the full path.
+            return false;
+        }
         // SAFETY: `x < MAX_CACHES` (a cache index); magazines and the recent object are `cc`'s
         // (invariant); `p` is an object start of a slab of cache `x` that the caller gives up
         // (readable: its slab is live).
@@ -242,14 +248,16 @@ impl<P: PageSource> Kmalloc<P> {
         let x = x as usize;
         cc.tag_secret = self.freed_tag_secret();
         // SAFETY: `x` is a cache index; the cache is `cc`'s (caller).
-        let p = match unsafe { cc.alloc_fast(x as u8) } {
-            Some(p) => p,
+        let p = match unsafe { cc.take(x as u8, true) } {
+            Take::Object(p) => p,
             // SAFETY: as above.
-            None => match unsafe { self.cpu_alloc_slow(cc, x) }? {
+            _ => match unsafe { self.cpu_alloc_slow(cc, x) }? {
                 Some(p) => p,
                 None => return Ok(None),
             },
         };
+        // SAFETY: an object of cache `x`, just handed out.
+        unsafe { self.mark_live(x, p.as_ptr()) };
         if gfp.contains(Gfp::ZERO) {
             // SAFETY: a free object of at least `size` bytes, now the caller's.
             unsafe { p.as_ptr().write_bytes(0, size) };
@@ -296,6 +304,11 @@ impl<P: PageSource> Kmalloc<P> {
                             // The top of a refill, never handed out since. (The recent object
                             // holds its tag.)
                             return Err(FreeError::DoubleFree(p as usize));
+                        }
+                        if !self.take_live(x, p) {
+                            // An object start that is not out: a live neighbour's, or one
+                            // freed before and back in its slab.
+                            return Err(FreeError::InvalidPointer(p as usize));
                         }
                         set_first_word(p, tag);
                         if !m.is_null() && Magazine::push(m, p) {

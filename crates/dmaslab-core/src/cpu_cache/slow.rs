@@ -395,7 +395,8 @@ impl<P: PageSource> Kmalloc<P> {
     /// out (so that it is ours while it is looked at), checked and given back. A loaded one holds
     /// 1..=cap objects, an empty one none; its capacity is its class's ([`capacity_for`]),
     /// `untagged <= count`, `floor` is null; every object is an object start of a slab of the
-    /// depot's cache, and those above `untagged` hold their freed-object tag. Calls `found` for
+    /// depot's cache, those above `untagged` hold their freed-object tag, and none has its live
+    /// bit (`kmalloc/live.rs`). Calls `found` for
     /// each broken magazine and returns how many there were.
     pub(crate) fn validate_depots(&self, found: &mut dyn FnMut(&Finding)) -> usize {
         let mut n = 0;
@@ -461,6 +462,7 @@ impl<P: PageSource> Kmalloc<P> {
             (&(*m).objs)[..count].iter().enumerate().all(|(i, &p)| {
                 self.cache_of(p).map(|id| id.index()) == Some(x)
                     && (i < untagged || first_word(p) == tag_of(p, secret))
+                    && !self.is_live(x, p)
             })
         }
     }

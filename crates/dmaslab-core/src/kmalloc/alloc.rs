@@ -104,6 +104,8 @@ impl<P: PageSource> Kmalloc<P> {
                 let Some(p) = res.map_err(|e| self.resolve(e))? else {
                     return Ok(None);
                 };
+                // SAFETY: an object of cache `id`, just handed out.
+                unsafe { self.mark_live(id as usize, p.as_ptr()) };
                 p
             }
             None => match self.alloc_large(size, align, site) {
@@ -176,9 +178,17 @@ impl<P: PageSource> Kmalloc<P> {
         let addr = ptr as usize;
         self.quarantine_recheck()?;
         match self.locate(addr) {
-            Loc::Slab { head, cache, .. } => {
+            Loc::Slab { head, cache, base } => {
                 if expect.is_some_and(|e| e != cache) {
                     return Err(FreeError::WrongCache(addr));
+                }
+                if self.keeps_live_bits(cache as usize)
+                    && (self.object_start_of(cache, addr.wrapping_sub(base)).is_none()
+                        // SAFETY: an object start of a live slab of `cache`.
+                        || !unsafe { self.take_live(cache as usize, ptr) })
+                {
+                    // Not an object, or one that is not out: nothing changes.
+                    return Err(FreeError::InvalidPointer(addr));
                 }
                 let handle = self.site_handle(site);
                 let hold = self.quarantines(cache);

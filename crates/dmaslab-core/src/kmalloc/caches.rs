@@ -87,14 +87,23 @@ impl<P: PageSource> Kmalloc<P> {
         }
         // Release the lock before reporting: a report may allocate.
         drop(c);
-        res.unwrap_or_else(|e| corrupted(e))
+        let p = res.unwrap_or_else(|e| corrupted(e))?;
+        // SAFETY: an object of cache `id`, just handed out.
+        unsafe { self.mark_live(id.index(), p.as_ptr()) };
+        Some(p)
     }
 
     /// Fills `out` with objects from cache `id` under one lock; returns how many it got. A
     /// corrupted free list panics.
     pub fn kmem_cache_alloc_bulk(&self, id: CacheId, out: &mut [*mut u8]) -> usize {
         match self.cache_alloc_bulk(id.index(), out) {
-            (n, None) => n,
+            (n, None) => {
+                for &p in &out[..n] {
+                    // SAFETY: objects of cache `id`, just handed out.
+                    unsafe { self.mark_live(id.index(), p) };
+                }
+                n
+            }
             (_, Some(e)) => corrupted(e),
         }
     }
@@ -132,9 +141,21 @@ impl<P: PageSource> Kmalloc<P> {
         id: CacheId,
         ptrs: &[*mut u8],
     ) -> Result<(), (usize, FreeError)> {
+        let x = id.index();
         let mut hint = SegmentHint::NONE;
+        // SAFETY: forwarded. Only objects that are out get freed: the rest is refused below.
+        let out = unsafe { self.take_live_prefix(x, ptrs) };
         // SAFETY: forwarded.
-        unsafe { self.cache_free_bulk(id.index(), ptrs, &mut hint, usize::MAX) }
+        if let Err((n, e)) = unsafe { self.cache_free_bulk(x, &ptrs[..out], &mut hint, usize::MAX) }
+        {
+            // SAFETY: taken above and not freed.
+            unsafe { self.restore_live(x, &ptrs[n..out]) };
+            return Err((n, e));
+        }
+        match ptrs.get(out) {
+            Some(&p) => Err((out, FreeError::InvalidPointer(p as usize))),
+            None => Ok(()),
+        }
     }
 
     /// The per-CPU layer's freed-object tag secret ([`crate::freed_tag`]).

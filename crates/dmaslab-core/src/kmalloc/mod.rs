@@ -15,6 +15,7 @@
 
 mod alloc;
 mod caches;
+mod live;
 mod lookup;
 mod quarantine;
 mod stats;
@@ -237,6 +238,8 @@ pub struct Kmalloc<P: PageSource> {
     cache_size: [AtomicUsize; MAX_CACHES],
     /// Per cache, the per-CPU layer's depot of magazines (see [`crate::cpu_cache`]).
     depots: [Depot; MAX_CACHES],
+    /// Bit `x`: cache `x` keeps live bits (`live.rs`). Set once, when the kmalloc caches are.
+    live_mask: u64,
     kmalloc_caches: [u16; MAX_CLASSES],
     dma_caches: [u16; MAX_CLASSES],
     create_lock: SpinLock<()>,
@@ -353,6 +356,7 @@ impl<P: PageSource> Kmalloc<P> {
             for i in 0..MAX_CACHES {
                 depots.add(i).write(Depot::new());
             }
+            addr_of_mut!((*k).live_mask).write(0);
             addr_of_mut!((*k).kmalloc_caches).write([NO_CACHE; MAX_CLASSES]);
             addr_of_mut!((*k).dma_caches).write([NO_CACHE; MAX_CLASSES]);
             addr_of_mut!((*k).create_lock).write(SpinLock::new(()));
@@ -378,6 +382,7 @@ impl<P: PageSource> Kmalloc<P> {
             stride_lim: _,
             cache_size: _,
             depots: _,
+            live_mask: _,
             kmalloc_caches: _,
             dma_caches: _,
             create_lock: _,
@@ -405,6 +410,8 @@ impl<P: PageSource> Kmalloc<P> {
                 next += 1;
             }
         }
+        const { assert!(MAX_CACHES <= u64::BITS as usize) };
+        k.live_mask = k.live_mask_of();
         Ok(k)
     }
 

@@ -1,6 +1,6 @@
 //! `validate` for one cache: its free lists, debug mode's poison and red zones, and the
 //! invariants of [`KmemCache`] (each slab on the list its state calls for, `active_objs` the sum
-//! of `inuse`).
+//! of `inuse`, live bits only for objects in use).
 
 use super::*;
 
@@ -46,7 +46,13 @@ impl KmemCache {
                         LIST_FULL => inuse == cap,
                         _ => inuse == 0,
                     };
-                    if (*d).list != tag || !fits {
+                    // Live bits (`kmalloc/live.rs`): objects out with callers are among the
+                    // slab's objects in use, and no bit lies past its last object.
+                    let live_ok = !self.live_bits || {
+                        let bits = (*d.add(1)).freelist.load(Relaxed);
+                        (bits as u64) >> self.objects == 0 && bits.count_ones() as usize <= inuse
+                    };
+                    if (*d).list != tag || !fits || !live_ok {
                         n += 1;
                         found(&broken(base as usize));
                     }

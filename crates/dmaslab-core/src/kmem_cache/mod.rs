@@ -16,6 +16,7 @@ use crate::slab::{Corrupt, SlabGeom};
 use crate::spin::SpinLock;
 use crate::stats::{CacheName, SlabInfo, Usage};
 use core::ptr::NonNull;
+use core::sync::atomic::Ordering::Relaxed;
 use slab_list::{SlabList, LIST_EMPTY, LIST_FULL, LIST_PARTIAL};
 
 /// The cache id marking a page run as debug metadata (the call-site table).
@@ -95,6 +96,8 @@ pub struct KmemCache {
     pub(crate) keep_empty: usize,
     /// Debug mode: red zones, poison, records (see `debug.rs`).
     pub(crate) debug: bool,
+    /// A kmalloc cache whose slabs keep live bits in their second page (`kmalloc/live.rs`).
+    pub(crate) live_bits: bool,
     /// Debug mode: offset of the record array from the slab base, after the objects.
     pub(crate) records_off: usize,
     partial: SlabList,
@@ -129,6 +132,7 @@ impl KmemCache {
         ctor: None,
         keep_empty: 1,
         debug: false,
+        live_bits: false,
         records_off: 0,
         partial: SlabList::EMPTY,
         full: SlabList::EMPTY,
@@ -301,7 +305,7 @@ impl KmemCache {
             unsafe {
                 let base = self.slab_base(slab);
                 let start = n;
-                let mut next = (*slab).freelist;
+                let mut next = (*slab).freelist.load(Relaxed);
                 while next != 0 && n < out.len() {
                     let slot = base.add(next as usize - 1);
                     match geom.decode(slot, slot.cast::<usize>().read()) {
@@ -314,7 +318,7 @@ impl KmemCache {
                     *out.get_unchecked_mut(n) = slot;
                     n += 1;
                 }
-                (*slab).freelist = next;
+                (*slab).freelist.store(next, Relaxed);
                 if bad.is_none() {
                     // Then the fresh objects, untouched until their new owner writes them.
                     let mut fresh = (*slab).fresh as usize;
@@ -457,7 +461,7 @@ impl KmemCache {
                 // Not an object start, or a slot never handed out: not an allocation.
                 return Err(FreeError::InvalidPointer(obj as usize));
             }
-            if (*d).freelist as usize == off + 1 || (*d).inuse == 0 {
+            if (*d).freelist.load(Relaxed) as usize == off + 1 || (*d).inuse == 0 {
                 return Err(FreeError::DoubleFree(obj as usize));
             }
             let was_full = (*d).list == LIST_FULL;

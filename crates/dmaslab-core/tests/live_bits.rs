@@ -1,0 +1,154 @@
+//! Live bits (normal mode, classes above 256 bytes): a free of an object start that is not out
+//! with a caller is refused and changes nothing, wherever the object sits (its slab, a
+//! magazine, the depot), and a correct free never is.
+
+mod common;
+
+use common::{kmalloc, region};
+use dmaslab_core::{ArenaPageSource, CpuCache, FreeError, Gfp, Kmalloc, Policy, NO_CLASS};
+
+const SIZES: &[usize] = &[264, 512, 1024, 4096, 8192];
+
+/// `kmalloc_cpu(size)` through `cc`, written whole as a program would.
+///
+/// # Safety
+/// `cc` is used with `k` only.
+unsafe fn cpu_alloc(k: &Kmalloc<ArenaPageSource<'_>>, cc: &mut CpuCache, size: usize) -> *mut u8 {
+    // SAFETY: forwarded from the caller.
+    let p = unsafe { k.kmalloc_cpu(cc, size, 1, Gfp::KERNEL, 0) }
+        .expect("no misuse")
+        .expect("memory")
+        .as_ptr();
+    // SAFETY: a fresh allocation of `size` bytes.
+    unsafe { p.write_bytes(0x55, size) };
+    p
+}
+
+fn clean(k: &Kmalloc<ArenaPageSource<'_>>) {
+    assert_eq!(k.validate(|f| panic!("validate: {f}")), 0);
+}
+
+/// Nothing is allocated but the depots' magazines and the objects they hold.
+fn all_back(k: &Kmalloc<ArenaPageSource<'_>>) {
+    let (full, empty, objs) = k.depot_counts();
+    assert_eq!(k.totals().live_allocations as usize, full + empty + objs);
+}
+
+/// Was the free of `p` refused, as a double free (the freed-object tag, the magazine's top) or
+/// as an invalid free (the live bit)?
+fn refused(r: Result<(), FreeError>, p: *mut u8) -> bool {
+    match r {
+        Err(FreeError::InvalidPointer(a)) | Err(FreeError::DoubleFree(a)) => a == p as usize,
+        Err(FreeError::Found(f)) => f.object == p as usize,
+        Ok(()) | Err(_) => false,
+    }
+}
+
+/// A double free after the object went back to its slab (its freed-object tag replaced by a
+/// free-list link) was taken in before the live bits, and the object then handed out twice.
+#[test]
+fn a_double_free_after_the_object_went_back_to_its_slab_is_refused() {
+    let mut mem = region(if cfg!(miri) { 2 << 20 } else { 8 << 20 });
+    let k = kmalloc(&mut mem, Policy::C, 64);
+    for &size in SIZES {
+        let mut cc = CpuCache::NEW;
+        // SAFETY: `cc` is used with `k` only; `p` is freed once correctly, then misused.
+        unsafe {
+            let p = cpu_alloc(&k, &mut cc, size);
+            k.kfree_cpu(&mut cc, p, 0).unwrap();
+            // Out of this CPU's magazines: into the depot or back to its slab.
+            k.cpu_cache_flush(&mut cc).unwrap();
+            assert!(refused(k.kfree_cpu(&mut cc, p, 0), p), "size {size}");
+            // The slab path finds no free-list link to compare (the object may sit in a depot
+            // magazine): only the bit tells.
+            assert_eq!(k.kfree(p), Err(FreeError::InvalidPointer(p as usize)));
+            clean(&k);
+            // Nothing was taken in: two allocations are two objects.
+            let (a, b) = (cpu_alloc(&k, &mut cc, size), cpu_alloc(&k, &mut cc, size));
+            assert_ne!(a, b);
+            k.kfree_cpu(&mut cc, a, 0).unwrap();
+            k.kfree_cpu(&mut cc, b, 0).unwrap();
+            k.cpu_cache_flush(&mut cc).unwrap();
+        }
+        clean(&k);
+    }
+    all_back(&k);
+}
+
+/// A refill puts objects in the magazine that were never handed out; freeing one of them (a
+/// neighbour's address) would put it in the magazine twice.
+#[test]
+fn a_free_of_a_magazine_object_never_handed_out_is_refused() {
+    let mut mem = region(if cfg!(miri) { 2 << 20 } else { 8 << 20 });
+    let k = kmalloc(&mut mem, Policy::C, 64);
+    for &size in SIZES {
+        let mut cc = CpuCache::NEW;
+        // SAFETY: `cc` is used with `k` only; each live object is freed once.
+        unsafe {
+            let p = cpu_alloc(&k, &mut cc, size);
+            let stride = k.ksize(p).unwrap();
+            // The slab neighbours of `p` that are not out: in the magazine, in the slab, or
+            // fresh. Each free is refused and leaves everything as it was.
+            let mut n = 0;
+            for q in [p.wrapping_sub(stride), p.wrapping_add(stride)] {
+                if k.cache_of(q) != k.cache_of(p) {
+                    continue;
+                }
+                assert!(refused(k.kfree_cpu(&mut cc, q, 0), q), "size {size}");
+                assert_eq!(k.kfree(q), Err(FreeError::InvalidPointer(q as usize)));
+                n += 1;
+            }
+            assert!(n > 0, "size {size}: p has a neighbour in its slab");
+            clean(&k);
+            k.kfree_cpu(&mut cc, p, 0).unwrap();
+            k.cpu_cache_flush(&mut cc).unwrap();
+        }
+        clean(&k);
+    }
+    all_back(&k);
+}
+
+/// Live objects, the bulk forms and `kfree` of objects from `kmalloc_cpu` (and back): the bit
+/// follows the object whichever path hands it out or takes it back.
+#[test]
+fn every_path_sets_and_clears_the_bit() {
+    let mut mem = region(if cfg!(miri) { 2 << 20 } else { 8 << 20 });
+    let k = kmalloc(&mut mem, Policy::C, 64);
+    assert_ne!(k.cpu_class(256, Gfp::KERNEL), NO_CLASS);
+    for &size in SIZES {
+        assert_eq!(k.cpu_class(size, Gfp::KERNEL), NO_CLASS, "size {size}");
+        let id = k.kmalloc_cache(size, Gfp::KERNEL).unwrap();
+        let mut cc = CpuCache::NEW;
+        // SAFETY: `cc` is used with `k` only; each live object is freed once, the misused
+        // pointers are refused.
+        unsafe {
+            let a = cpu_alloc(&k, &mut cc, size);
+            let b = k.kmalloc(size, Gfp::KERNEL).unwrap().as_ptr();
+            // Across paths: the per-CPU layer takes back what kmalloc handed out, and kfree
+            // what the per-CPU layer did.
+            k.kfree_cpu(&mut cc, b, 0).unwrap();
+            k.kfree(a).unwrap();
+            assert_eq!(k.kfree(a), Err(FreeError::InvalidPointer(a as usize)));
+            let mut objs = [std::ptr::null_mut(); 4];
+            assert_eq!(k.kmem_cache_alloc_bulk(id, &mut objs), 4);
+            clean(&k);
+            // A bulk free stops at the first object that is not out, and frees those before.
+            let c = objs[1];
+            k.kmem_cache_free_bulk(id, &objs[1..2]).unwrap();
+            assert_eq!(
+                k.kmem_cache_free_bulk(id, &[objs[0], c, objs[2]]),
+                Err((1, FreeError::InvalidPointer(c as usize)))
+            );
+            clean(&k);
+            // objs[0] went; objs[2] and objs[3] are still out.
+            assert_eq!(
+                k.kfree(objs[0]),
+                Err(FreeError::InvalidPointer(objs[0] as usize))
+            );
+            k.kmem_cache_free_bulk(id, &objs[2..]).unwrap();
+            k.cpu_cache_flush(&mut cc).unwrap();
+        }
+        clean(&k);
+    }
+    all_back(&k);
+}
