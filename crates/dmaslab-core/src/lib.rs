@@ -8,7 +8,7 @@
 //!   [`Kmalloc::owner_of`] for the DMA layer.
 //! - [`CpuCache`]: the per-CPU layer (magazines and their [`depot`]), a caller-owned cache
 //!   passed as `&mut` to [`Kmalloc::kmalloc_cpu`], [`Kmalloc::kfree_cpu`] and the lock-free
-//!   [`CpuCache::alloc_fast`] / [`Kmalloc::kfree_fast`]: one per CPU in a kernel (preemption
+//!   [`Kmalloc::kmalloc_fast`] / [`Kmalloc::kfree_fast`]: one per CPU in a kernel (preemption
 //!   off), one per thread in the hosted heap.
 //! - [`StaticHeap`] (feature `static-heap`, on by default): a `const` firmware heap over a
 //!   static [`HeapRegion`], usable as `#[global_allocator]`, locked by a `lock_api::RawMutex` of

@@ -390,23 +390,7 @@ fn a_cpu_hint_holds_every_adjacent_segment_at_once() {
     let mut mem = region(48 << 20);
     let k = common::kmalloc(&mut mem, Policy::C, 64);
     let mut cc = CpuCache::NEW;
-    // 256 bytes: the largest class on the inline fast path (larger ones keep live bits, and
-    // `kfree_fast` leaves them to `kfree_cpu`).
-    let x = k.cpu_class(256, Gfp::KERNEL);
-    assert_ne!(x, NO_CLASS);
-    assert_eq!(
-        k.cpu_class(257, Gfp::KERNEL),
-        NO_CLASS,
-        "a class with live bits"
-    );
-    // SAFETY: `cc` is used with `k` only; the object is freed once.
-    unsafe {
-        // The full path gives the class its magazine, while there is memory for one.
-        let first = k.kmalloc_cpu(&mut cc, 256, 1, Gfp::KERNEL, 0);
-        k.kfree_cpu(&mut cc, first.unwrap().unwrap().as_ptr(), 0)
-            .unwrap();
-    }
-    let objs: Vec<*mut u8> = std::iter::from_fn(|| k.kmalloc(256, Gfp::KERNEL))
+    let objs: Vec<*mut u8> = std::iter::from_fn(|| k.kmalloc(8192, Gfp::KERNEL))
         .map(|p| p.as_ptr())
         .collect();
     let seg_bytes = DEFAULT_PAGE_SIZE << common::SEG_ORDER;
@@ -417,14 +401,22 @@ fn a_cpu_hint_holds_every_adjacent_segment_at_once() {
         "{} segments",
         segs.len()
     );
+    let x = k.cpu_class(8192, Gfp::KERNEL);
+    assert_ne!(x, NO_CLASS);
     // SAFETY: `cc` is used with `k` only; each object is freed once and taken back.
     unsafe {
         for &p in &objs {
             assert!(k.ksize_cpu(&mut cc, p).is_some());
         }
+        // The full path gives the class its magazine.
+        k.kfree_cpu(&mut cc, objs[0], 0).unwrap();
+        assert_eq!(
+            k.kmalloc_fast(&mut cc, x).map(|p| p.as_ptr()),
+            Some(objs[0])
+        );
         for &p in &objs {
             assert!(k.kfree_fast(&mut cc, p), "{p:p}: hint slot lost");
-            assert_eq!(cc.alloc_fast(x).map(|p| p.as_ptr()), Some(p));
+            assert_eq!(k.kmalloc_fast(&mut cc, x).map(|p| p.as_ptr()), Some(p));
         }
         k.cpu_cache_flush(&mut cc).unwrap();
     }
@@ -473,13 +465,9 @@ fn remote_frees_from_many_threads_raise_no_false_alarm() {
                     let size = sizes[(i * 7 + t) % sizes.len()];
                     let fill = (i as u8) ^ (t as u8 * 85);
                     let x = k.cpu_class(size, Gfp::KERNEL);
-                    // SAFETY: `cc` is this thread's and used with `k` only; `x` is a class of
-                    // the fast path when it is not `NO_CLASS` (sizes above 256 keep live bits
-                    // and take `kmalloc_cpu`).
-                    let fast = (x != NO_CLASS)
-                        .then(|| unsafe { cc.alloc_fast(x) })
-                        .flatten();
-                    let p = match fast {
+                    // SAFETY: `cc` is this thread's and used with `k` only; `x` is a class
+                    // (every size here is a slab class's).
+                    let p = match unsafe { k.kmalloc_fast(&mut cc, x) } {
                         Some(p) => p.as_ptr(),
                         // SAFETY: as above.
                         None => unsafe { k.kmalloc_cpu(&mut cc, size, 1, Gfp::KERNEL, 0) }

@@ -1,4 +1,4 @@
-//! Live bits (normal mode, classes above 256 bytes): a free of an object start that is not out
+//! Live bits (normal mode, classes of 2 KiB and more): a free of an object start that is not out
 //! with a caller is refused and changes nothing, wherever the object sits (its slab, a
 //! magazine, the depot), and a correct free never is.
 
@@ -7,7 +7,7 @@ mod common;
 use common::{kmalloc, region};
 use dmaslab_core::{ArenaPageSource, CpuCache, FreeError, Gfp, Kmalloc, Policy, NO_CLASS};
 
-const SIZES: &[usize] = &[264, 512, 1024, 4096, 8192];
+const SIZES: &[usize] = &[2048, 3000, 4096, 8192];
 
 /// `kmalloc_cpu(size)` through `cc`, written whole as a program would.
 ///
@@ -114,9 +114,9 @@ fn a_free_of_a_magazine_object_never_handed_out_is_refused() {
 fn every_path_sets_and_clears_the_bit() {
     let mut mem = region(if cfg!(miri) { 2 << 20 } else { 8 << 20 });
     let k = kmalloc(&mut mem, Policy::C, 64);
-    assert_ne!(k.cpu_class(256, Gfp::KERNEL), NO_CLASS);
     for &size in SIZES {
-        assert_eq!(k.cpu_class(size, Gfp::KERNEL), NO_CLASS, "size {size}");
+        let x = k.cpu_class(size, Gfp::KERNEL);
+        assert_ne!(x, NO_CLASS, "size {size}: a class of the fast path");
         let id = k.kmalloc_cache(size, Gfp::KERNEL).unwrap();
         let mut cc = CpuCache::NEW;
         // SAFETY: `cc` is used with `k` only; each live object is freed once, the misused
@@ -124,6 +124,13 @@ fn every_path_sets_and_clears_the_bit() {
         unsafe {
             let a = cpu_alloc(&k, &mut cc, size);
             let b = k.kmalloc(size, Gfp::KERNEL).unwrap().as_ptr();
+            // The lock-free pair too: freed, taken back with `kmalloc_fast`, freed again.
+            assert!(k.kfree_fast(&mut cc, a) || k.kfree_cpu(&mut cc, a, 0).is_ok());
+            assert!(
+                !k.kfree_fast(&mut cc, a),
+                "a's bit is clear: the fast path refuses"
+            );
+            assert_eq!(k.kmalloc_fast(&mut cc, x).map(|p| p.as_ptr()), Some(a));
             // Across paths: the per-CPU layer takes back what kmalloc handed out, and kfree
             // what the per-CPU layer did.
             k.kfree_cpu(&mut cc, b, 0).unwrap();

@@ -480,7 +480,7 @@ fn a_write_after_free_is_caught_at_reuse() {
         assert!(k.kfree_fast(&mut cc, p));
         p.add(3).write(0x55);
         assert!(
-            cc.alloc_fast(x).is_none(),
+            k.kmalloc_fast(&mut cc, x).is_none(),
             "left in place for the full path"
         );
         let f = found(
@@ -494,7 +494,7 @@ fn a_write_after_free_is_caught_at_reuse() {
         assert!(k.kfree_fast(&mut cc, q));
         assert!(k.kfree_fast(&mut cc, r));
         q.write(0);
-        assert_eq!(cc.alloc_fast(x).map(|o| o.as_ptr()), Some(r));
+        assert_eq!(k.kmalloc_fast(&mut cc, x).map(|o| o.as_ptr()), Some(r));
         found(
             k.kmalloc_cpu(&mut cc, 128, 1, Gfp::KERNEL, 0),
             FindingKind::UseAfterFree,

@@ -168,7 +168,7 @@ const EXPECT: &[Row] = &[
     ("cpp_new_array_delete", 4096, "invalid free", "invalid free"),
     ("cpp_new_array_delete", 262144, "invalid free", "invalid free"),
     ("cpp_sized_delete", 24, "completes", "sized delete mismatch"),
-    ("cpp_sized_delete", 4096, "sized delete mismatch", "sized delete mismatch"),
+    ("cpp_sized_delete", 4096, "completes", "sized delete mismatch"),
     ("cpp_sized_delete", 262144, "sized delete mismatch", "sized delete mismatch"),
     ("exec_heap", 24, "segv", "segv"),
     ("exec_heap", 4096, "segv", "segv"),

@@ -28,9 +28,11 @@ static FAST_TABLE: [AtomicU8; TABLE_LEN] = [const { AtomicU8::new(NO_CLASS) }; T
 /// Publishes the process-wide heap's classes (called once, when it is built with fast paths).
 pub(crate) fn publish(core: &Kmalloc<MmapPageSource>) {
     for (i, slot) in FAST_TABLE.iter().enumerate() {
+        // Release: the heap (`core` in it) is written before, and a fast path that loads an
+        // entry with Acquire may use it (`fast_malloc`).
         slot.store(
             core.cpu_class((i * 8).max(1), Gfp::KERNEL),
-            Ordering::Relaxed,
+            Ordering::Release,
         );
     }
 }
@@ -42,14 +44,17 @@ pub fn fast_malloc(size: usize) -> Option<NonNull<u8>> {
     if size > SMALL_MAX {
         return None;
     }
-    // Relaxed: what follows reads only this thread's cache.
-    let x = FAST_TABLE[(size + 7) >> 3].load(Ordering::Relaxed);
+    // Acquire (a plain load on x86-64): an entry other than NO_CLASS was published after the
+    // heap was built, so the heap may be read below.
+    let x = FAST_TABLE[(size + 7) >> 3].load(Ordering::Acquire);
     if x == NO_CLASS {
         return None;
     }
     let tc = tcache_fast()?;
-    // SAFETY: the thread cache is this thread's only; `x` is a cache index (table invariant).
-    unsafe { (*tc).cpu.alloc_fast(x) }
+    // SAFETY: the heap is built and visible (the Acquire load above saw its table entry); the
+    // thread cache is this thread's only, bound to that heap's core; `x` is the core's
+    // `cpu_class` (table invariant).
+    unsafe { heap_unchecked().core().kmalloc_fast(&mut (*tc).cpu, x) }
 }
 
 /// `free(p)` into this thread's cache; false when that is not possible (null `p` included: the

@@ -3,7 +3,7 @@
 //!
 //! # Fast path
 //! [`crate::fast_path`]: `malloc` takes the thread's recent object or the top of its loaded
-//! magazine ([`CpuCache::alloc_fast`]), `free` pushes through [`Kmalloc::kfree_fast`]; neither
+//! magazine ([`Kmalloc::kmalloc_fast`]), `free` pushes through [`Kmalloc::kfree_fast`]; neither
 //! takes a lock. Everything else is the full path here, which hands the thread's cache to the
 //! core (`Kmalloc::kmalloc_cpu`, `kfree_cpu`, `ksize_cpu`): swaps with the previous magazine,
 //! exchanges with the depot, bulk refills and drains are the core's.
@@ -545,7 +545,8 @@ pub fn heap() -> &'static Heap {
 /// The process-wide heap, known to be built.
 ///
 /// # Safety
-/// [`heap`] has returned (in any thread) before this call.
+/// [`heap`] has returned (in any thread) before this call, or this thread has loaded with
+/// Acquire a fast-path table entry the heap's build published (`fast_path.rs`).
 #[inline(always)]
 pub(crate) unsafe fn heap_unchecked() -> &'static Heap {
     // SAFETY: built (caller), and never mutated again (invariant of `HEAP`).

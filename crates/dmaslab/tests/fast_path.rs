@@ -81,24 +81,7 @@ fn large_sizes_take_the_full_path() {
 fn every_small_class_is_freed_on_the_fast_path() {
     warm();
     let mut kept = Vec::new();
-    // Above 256 bytes a class keeps live bits (the core's `kmalloc/live.rs`): its objects take
-    // the core's `kmalloc_cpu` / `kfree_cpu`, which set and clear them, never the inline path.
-    for size in (264..=8192).step_by(8) {
-        let a = heap().malloc(size);
-        // SAFETY: a live block of this heap, freed once.
-        unsafe {
-            assert!(
-                !fast_free(a),
-                "malloc({size}) was freed without its live bit"
-            );
-            heap().free(a);
-        }
-        assert!(
-            fast_malloc(size).is_none(),
-            "malloc({size}) on the inline path"
-        );
-    }
-    for size in (8..=256).step_by(8) {
+    for size in (8..=8192).step_by(8) {
         let (a, b) = (heap().malloc(size), heap().malloc(size));
         // SAFETY (all): live blocks of this heap, each freed once; those taken back are freed
         // at the end.

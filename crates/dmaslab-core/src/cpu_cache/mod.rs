@@ -3,8 +3,9 @@
 //! passes its heap. A kernel keeps one per CPU and uses it with preemption off; the hosted heap
 //! keeps one per thread.
 //!
-//! - **Fast path** ([`CpuCache::alloc_fast`], [`Kmalloc::kfree_fast`]): no lock, no atomic
-//!   read-modify-write. A freed object first becomes the cache's *recent* object and the one it
+//! - **Fast path** ([`Kmalloc::kmalloc_fast`], [`Kmalloc::kfree_fast`]): no lock, and no atomic
+//!   read-modify-write below 257 bytes (above, one for the object's live bit,
+//!   `kmalloc/live.rs`). A freed object first becomes the cache's *recent* object and the one it
 //!   replaces goes onto its magazine; an allocation of the same class takes `recent` back.
 //! - **Slow path** (`slow.rs`): each class has two magazines, `loaded` and `prev`. An empty
 //!   (alloc) or full (free) `loaded` is swapped with `prev` if that helps; otherwise whole
@@ -91,15 +92,13 @@ impl CpuCache {
     }
 
     /// An object of cache index `x` from this cache (the recent object, else the loaded
-    /// magazine's top), or `None`: the caller then takes [`Kmalloc::kmalloc_cpu`] (which also
-    /// reports an object whose freed-object tag was overwritten: such an object is left in place
-    /// here).
+    /// magazine's top), or `None`; its live bit, if its cache keeps them, is not set yet (see
+    /// [`Kmalloc::kmalloc_fast`]).
     ///
     /// # Safety
-    /// `x < MAX_CACHES`, a class [`Kmalloc::cpu_class`] answered (a cache that keeps live bits
-    /// is served by `kmalloc_cpu` only, which sets the object's bit).
+    /// `x < MAX_CACHES`.
     #[inline(always)]
-    pub unsafe fn alloc_fast(&mut self, x: u8) -> Option<NonNull<u8>> {
+    pub(crate) unsafe fn alloc_fast(&mut self, x: u8) -> Option<NonNull<u8>> {
         // SAFETY: `x` is in bounds (caller).
         match unsafe { self.take(x, true) } {
             Take::Object(p) => Some(p),
@@ -165,8 +164,24 @@ impl<P: PageSource> Kmalloc<P> {
             return NO_CLASS;
         }
         self.kmalloc_cache(size, gfp)
-            .filter(|id| !self.keeps_live_bits(id.index()))
             .map_or(NO_CLASS, |id| id.index() as u8)
+    }
+
+    /// An object of cache index `x` from `cc` without a lock (the recent object, else the
+    /// loaded magazine's top), with its live bit set if its cache keeps them (`kmalloc/live.rs`),
+    /// or `None`: the caller then takes [`kmalloc_cpu`](Self::kmalloc_cpu) (which also reports
+    /// an object whose freed-object tag was overwritten: such an object is left in place here).
+    ///
+    /// # Safety
+    /// `cc` keeps the [`CpuCache`] contract with this allocator; `x` is a class
+    /// [`cpu_class`](Self::cpu_class) answered, not [`NO_CLASS`].
+    #[inline(always)]
+    pub unsafe fn kmalloc_fast(&self, cc: &mut CpuCache, x: u8) -> Option<NonNull<u8>> {
+        // SAFETY: `x < MAX_CACHES` (a class), `cc` is bound to us (caller).
+        let p = unsafe { cc.alloc_fast(x) }?;
+        // SAFETY: an object of cache `x`, just handed out.
+        unsafe { self.mark_live(x as usize, p.as_ptr()) };
+        Some(p)
     }
 
     /// `kfree(p)` into `cc` without a lock when that is quick: `p` lies in a segment `cc`'s hint
@@ -183,9 +198,44 @@ impl<P: PageSource> Kmalloc<P> {
         };
         let x = id.index();
         if self.keeps_live_bits(x) {
-            // Its live bit is taken by the full path.
-            return false;
+            // SAFETY: as the caller promises; `x` is `p`'s cache.
+            return unsafe { self.kfree_fast_live(cc, p, x) };
         }
+        // SAFETY: as above.
+        unsafe { self.kfree_fast_push(cc, p, x) }
+    }
+
+    /// [`kfree_fast`](Self::kfree_fast) of an object whose cache keeps live bits: the bit is
+    /// taken first (an object that is not out goes to the full path, which reports it). Out of
+    /// line, so that the smaller classes' path keeps its registers.
+    ///
+    /// # Safety
+    /// As for [`kfree_fast_push`](Self::kfree_fast_push).
+    #[inline(never)]
+    unsafe fn kfree_fast_live(&self, cc: &mut CpuCache, p: *mut u8, x: usize) -> bool {
+        // SAFETY: as the caller promises.
+        unsafe {
+            if !self.take_live(x, p) {
+                return false;
+            }
+            if self.kfree_fast_push(cc, p, x) {
+                return true;
+            }
+            // Handed back to the full path, live bit and all.
+            self.give_back_live(x, p);
+        }
+        false
+    }
+
+    /// The lock-free push of [`kfree_fast`](Self::kfree_fast): `p` becomes the recent object,
+    /// the previous one goes on top of its magazine; false (and nothing changed) when there is
+    /// no magazine or `p` may hold its freed-object tag.
+    ///
+    /// # Safety
+    /// As for [`kfree_cpu`](Self::kfree_cpu); `p` is an object start of a live slab of cache
+    /// `x`, found through `cc`'s hint.
+    #[inline(always)]
+    unsafe fn kfree_fast_push(&self, cc: &mut CpuCache, p: *mut u8, x: usize) -> bool {
         // SAFETY: `x < MAX_CACHES` (a cache index); magazines and the recent object are `cc`'s
         // (invariant); `p` is an object start of a slab of cache `x` that the caller gives up
         // (readable: its slab is live).
@@ -248,10 +298,10 @@ impl<P: PageSource> Kmalloc<P> {
         let x = x as usize;
         cc.tag_secret = self.freed_tag_secret();
         // SAFETY: `x` is a cache index; the cache is `cc`'s (caller).
-        let p = match unsafe { cc.take(x as u8, true) } {
-            Take::Object(p) => p,
+        let p = match unsafe { cc.alloc_fast(x as u8) } {
+            Some(p) => p,
             // SAFETY: as above.
-            _ => match unsafe { self.cpu_alloc_slow(cc, x) }? {
+            None => match unsafe { self.cpu_alloc_slow(cc, x) }? {
                 Some(p) => p,
                 None => return Ok(None),
             },

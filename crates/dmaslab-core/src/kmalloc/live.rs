@@ -11,22 +11,27 @@
 //!
 //! Where: in the `freelist` word of a slab's *second* page descriptor, which a slab tail does
 //! not otherwise use, so the bits cost no memory and the geometry does not move. Hence only
-//! kmalloc caches whose slabs span two pages or more and hold at most 32 objects: with 4 KiB
-//! pages every class above 256 bytes (Linux's and the fine set). Smaller classes have one-page
-//! slabs of up to 512 objects and stay without (a free of a live 32-byte neighbour is accepted);
-//! their frees stay on the lock-free fast path untouched. Debug mode keeps a record per object
-//! instead and has no bits.
+//! kmalloc caches whose slabs span two pages or more and hold at most 32 objects, and of those
+//! only the classes of [`LIVE_MIN_SIZE`] (2 KiB) and more, where the cost is small next to the
+//! object's use. Smaller classes stay without: there a free of a never-handed-out slot still
+//! passes when it sits in a magazine, and a double free once the object is back in its slab.
+//! Debug mode keeps a record per object instead and has no bits.
 //!
-//! Cost: one atomic OR at allocation and one atomic AND at free for objects above 256 bytes,
-//! and their pairs leave the host's inline fast path for the core's `kmalloc_cpu`/`kfree_cpu`
-//! (docs/hardening.md, "Normal-mode cost"). Relaxed suffices: the bit of an object handed from
-//! one thread to another is ordered by the program's own hand-over, and the read-modify-writes
-//! of one word are totally ordered.
+//! Cost: one atomic OR at allocation (`kmalloc_fast`) and one atomic bit-test-and-reset at
+//! free (`kfree_fast`, out of line so that the smaller classes' free keeps its registers);
+//! the smaller classes pay the mask test (docs/hardening.md, "Normal-mode cost"). Relaxed
+//! suffices: the bit of an object handed from one thread to another is ordered by the
+//! program's own hand-over, and the read-modify-writes of one word are totally ordered.
 
 use super::*;
 
 /// Objects a slab may hold for its cache to keep live bits: the bits of one `u32`.
 const LIVE_BITS: usize = 32;
+/// The smallest object size whose cache keeps live bits. Two atomic read-modify-writes cost a
+/// `malloc`/`free` pair about 1.5-2× its time (docs/hardening.md, "Normal-mode cost"); from
+/// 2 KiB on that is small next to what a program does with the object, below it is not (every
+/// class above 256 bytes would have them otherwise: larson's 16..1024-byte churn, strings).
+pub(crate) const LIVE_MIN_SIZE: usize = 2048;
 
 impl<P: PageSource> Kmalloc<P> {
     /// The caches that keep live bits under `config`: kmalloc caches (never destroyed) whose
@@ -41,7 +46,7 @@ impl<P: PageSource> Kmalloc<P> {
                 continue;
             }
             let c = self.caches[id as usize].get_mut();
-            if c.order >= 1 && c.objects <= LIVE_BITS {
+            if c.size >= LIVE_MIN_SIZE && c.order >= 1 && c.objects <= LIVE_BITS {
                 c.live_bits = true;
                 mask |= 1 << id;
             }
@@ -55,12 +60,15 @@ impl<P: PageSource> Kmalloc<P> {
         (self.live_mask >> (x & (MAX_CACHES - 1))) & 1 != 0
     }
 
-    /// The live word and bit of the object at `p` of cache `x` (bit 0 for no object).
+    /// The live word of the object at `p` of cache `x` and its bit's index, `None` for no
+    /// object: `k` is an object's index, below 32, or the slab's object count for the start of
+    /// the slack past its last object (which passes the stride test), and such a "free" finds
+    /// nothing out and is refused.
     ///
     /// # Safety
     /// `x` keeps live bits and `p` is an object start of a live slab of cache `x`.
     #[inline(always)]
-    unsafe fn live_bit(&self, x: usize, p: *const u8) -> (&AtomicU32, u32) {
+    unsafe fn live_bit(&self, x: usize, p: *const u8) -> Option<(&AtomicU32, u32)> {
         let addr = p as usize;
         let h = (addr & !((1usize << self.seg_shift) - 1)) as *mut SegmentHeader;
         let i = SegmentHeader::page_index(h, addr, self.page_shift);
@@ -77,11 +85,7 @@ impl<P: PageSource> Kmalloc<P> {
             let inv = self.stride_inv[x].load(Ordering::Relaxed);
             let k = (addr - base).wrapping_mul(inv).rotate_right(shift);
             let tail = SegmentHeader::desc_ptr(h, hi + 1);
-            // `k` is an object's index, below 32, or the slab's object count for the start of
-            // the slack past its last object (which passes the stride test): no bit, so such
-            // a "free" finds nothing out and is refused.
-            let bit = if k < LIVE_BITS { 1u32 << k } else { 0 };
-            (&(*tail).freelist, bit)
+            (k < LIVE_BITS).then(|| (&(*tail).freelist, k as u32))
         }
     }
 
@@ -90,13 +94,14 @@ impl<P: PageSource> Kmalloc<P> {
     ///
     /// # Safety
     /// `p` is an object start of a live slab of cache `x`, just handed out.
-    #[inline]
+    #[inline(always)]
     pub(crate) unsafe fn mark_live(&self, x: usize, p: *const u8) {
         if self.keeps_live_bits(x) {
             // SAFETY: as the caller promises.
-            let (w, b) = unsafe { self.live_bit(x, p) };
-            let was = w.fetch_or(b, Ordering::Relaxed);
-            debug_assert_eq!(was & b, 0, "object {p:p} handed out twice");
+            if let Some((w, k)) = unsafe { self.live_bit(x, p) } {
+                let was = w.fetch_or(1 << k, Ordering::Relaxed);
+                debug_assert_eq!(was & (1 << k), 0, "object {p:p} handed out twice");
+            }
         }
     }
 
@@ -106,14 +111,37 @@ impl<P: PageSource> Kmalloc<P> {
     ///
     /// # Safety
     /// `p` is an object start of a live slab of cache `x`.
-    #[inline]
+    #[inline(always)]
     pub(crate) unsafe fn take_live(&self, x: usize, p: *const u8) -> bool {
-        if !self.keeps_live_bits(x) {
-            return true;
-        }
         // SAFETY: as the caller promises.
-        let (w, b) = unsafe { self.live_bit(x, p) };
-        w.fetch_and(!b, Ordering::Relaxed) & b != 0
+        !self.keeps_live_bits(x) || unsafe { self.take_live_bit(x, p) }
+    }
+
+    /// [`take_live`](Self::take_live) for a cache that keeps live bits. Out of line: the free
+    /// fast path of the smaller classes keeps its registers.
+    ///
+    /// # Safety
+    /// As for [`take_live`](Self::take_live).
+    #[inline(never)]
+    unsafe fn take_live_bit(&self, x: usize, p: *const u8) -> bool {
+        // SAFETY: as the caller promises.
+        match unsafe { self.live_bit(x, p) } {
+            // One `lock btr`.
+            Some((w, k)) => w.fetch_and(!(1 << k), Ordering::Relaxed) & (1 << k) != 0,
+            None => false,
+        }
+    }
+
+    /// [`mark_live`](Self::mark_live) out of line, for a free path that took the bit and then
+    /// hands the object to the full path after all (which takes it again).
+    ///
+    /// # Safety
+    /// As for [`mark_live`](Self::mark_live); the bit was just taken.
+    #[cold]
+    #[inline(never)]
+    pub(crate) unsafe fn give_back_live(&self, x: usize, p: *const u8) {
+        // SAFETY: as the caller promises.
+        unsafe { self.mark_live(x, p) }
     }
 
     /// Is the object at `p` of cache `x` out with a caller? (For `validate`; false for a cache
@@ -124,10 +152,8 @@ impl<P: PageSource> Kmalloc<P> {
     pub(crate) unsafe fn is_live(&self, x: usize, p: *const u8) -> bool {
         // SAFETY: as the caller promises.
         self.keeps_live_bits(x)
-            && unsafe {
-                let (w, b) = self.live_bit(x, p);
-                w.load(Ordering::Relaxed) & b != 0
-            }
+            && unsafe { self.live_bit(x, p) }
+                .is_some_and(|(w, k)| w.load(Ordering::Relaxed) & (1 << k) != 0)
     }
 
     /// [`take_live`](Self::take_live) for `ptrs` of cache `x`, in order, up to the first that
