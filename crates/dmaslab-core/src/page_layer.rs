@@ -183,7 +183,7 @@ impl<P: PageSource> PageLayer<P> {
                 let d = SegmentHeader::desc_ptr(seg, j);
                 (*d).head.store(i as u32, Ordering::Relaxed);
                 (*d).cache.store(cache, Ordering::Relaxed);
-                // A slab's second page keeps its live bits here (`kmalloc/live.rs`): none yet.
+                // A slab's second page keeps its live flags here (`kmalloc/live.rs`): none yet.
                 (*d).freelist.store(0, Ordering::Relaxed);
                 PageDesc::set_kind_of(d, tail);
             }

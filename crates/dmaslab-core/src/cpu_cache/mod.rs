@@ -4,7 +4,7 @@
 //! keeps one per thread.
 //!
 //! - **Fast path** ([`Kmalloc::kmalloc_fast`], [`Kmalloc::kfree_fast`]): no lock, and no atomic
-//!   read-modify-write below 257 bytes (above, one for the object's live bit,
+//!   read-modify-write below 257 bytes (above, one for the object's live flag,
 //!   `kmalloc/live.rs`). A freed object first becomes the cache's *recent* object and the one it
 //!   replaces goes onto its magazine; an allocation of the same class takes `recent` back.
 //! - **Slow path** (`slow.rs`): each class has two magazines, `loaded` and `prev`. An empty
@@ -92,7 +92,7 @@ impl CpuCache {
     }
 
     /// An object of cache index `x` from this cache (the recent object, else the loaded
-    /// magazine's top), or `None`; its live bit, if its cache keeps them, is not set yet (see
+    /// magazine's top), or `None`; its live flag, if its cache keeps them, is not set yet (see
     /// [`Kmalloc::kmalloc_fast`]).
     ///
     /// # Safety
@@ -168,7 +168,7 @@ impl<P: PageSource> Kmalloc<P> {
     }
 
     /// An object of cache index `x` from `cc` without a lock (the recent object, else the
-    /// loaded magazine's top), with its live bit set if its cache keeps them (`kmalloc/live.rs`),
+    /// loaded magazine's top), with its live flag set if its cache keeps them (`kmalloc/live.rs`),
     /// or `None`: the caller then takes [`kmalloc_cpu`](Self::kmalloc_cpu) (which also reports
     /// an object whose freed-object tag was overwritten: such an object is left in place here).
     ///
@@ -197,7 +197,7 @@ impl<P: PageSource> Kmalloc<P> {
             return false;
         };
         let x = id.index();
-        if self.keeps_live_bits(x) {
+        if self.keeps_live_flags(x) {
             // SAFETY: as the caller promises; `x` is `p`'s cache.
             return unsafe { self.kfree_fast_live(cc, p, x) };
         }
@@ -205,7 +205,7 @@ impl<P: PageSource> Kmalloc<P> {
         unsafe { self.kfree_fast_push(cc, p, x) }
     }
 
-    /// [`kfree_fast`](Self::kfree_fast) of an object whose cache keeps live bits: the bit is
+    /// [`kfree_fast`](Self::kfree_fast) of an object whose cache keeps live flags: the bit is
     /// taken first (an object that is not out goes to the full path, which reports it). Out of
     /// line, so that the smaller classes' path keeps its registers.
     ///
@@ -221,7 +221,7 @@ impl<P: PageSource> Kmalloc<P> {
             if self.kfree_fast_push(cc, p, x) {
                 return true;
             }
-            // Handed back to the full path, live bit and all.
+            // Handed back to the full path, live flag and all.
             self.give_back_live(x, p);
         }
         false

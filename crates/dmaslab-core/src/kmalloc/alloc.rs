@@ -182,7 +182,7 @@ impl<P: PageSource> Kmalloc<P> {
                 if expect.is_some_and(|e| e != cache) {
                     return Err(FreeError::WrongCache(addr));
                 }
-                if self.keeps_live_bits(cache as usize)
+                if self.keeps_live_flags(cache as usize)
                     && (self.object_start_of(cache, addr.wrapping_sub(base)).is_none()
                         // SAFETY: an object start of a live slab of `cache`.
                         || !unsafe { self.take_live(cache as usize, ptr) })

@@ -1,41 +1,42 @@
-//! Live bits (issue 15): which objects of a slab are out with a caller, in normal mode.
+//! Live flags (issue 15): which objects of a slab are out with a caller, in normal mode.
 //!
-//! A free of an object start that was never handed out as that object — a live neighbour's,
-//! `free(p + 4096)` next to another 4 KiB object — passes every other normal-mode check: it is
-//! an object start of a live slab and holds no freed-object tag. Taken in, the live object would
-//! be handed out a second time while its owner still uses it. A bit per object says whether it
-//! is out with a caller: set when an object is handed out (`kmalloc`, `kmalloc_cpu`,
-//! `kmem_cache_alloc` and its bulk form), tested and cleared at every free; a free that finds it
-//! clear is an invalid free and changes nothing. It also catches a double free whose object
-//! has meanwhile gone back to its slab (where its freed-object tag is gone).
+//! A free of an object start that was never handed out as that object passes every other
+//! normal-mode check: it is an object start of a live slab and holds no freed-object tag. Such
+//! a slot may sit in a magazine (a refill's object, never touched) or back in its slab (an
+//! object freed twice, its tag replaced by a free-list link); taken in, it would be handed out
+//! twice. A flag per object says whether it is out with a caller: set when an object is handed
+//! out (`kmalloc_fast`, `kmalloc_cpu`, `kmalloc`, `kmem_cache_alloc` and its bulk form), tested
+//! and cleared at every free; a free that finds it clear is an invalid free and changes
+//! nothing. (A free of a *live* neighbour — `free(p + 4096)` where that is another caller's
+//! object — frees an object that is out, by its own pointer: no per-object state tells it from
+//! its owner's free.)
 //!
-//! Where: in the `freelist` word of a slab's *second* page descriptor, which a slab tail does
-//! not otherwise use, so the bits cost no memory and the geometry does not move. Hence only
-//! kmalloc caches whose slabs span two pages or more and hold at most 32 objects, and of those
-//! only the classes of [`LIVE_MIN_SIZE`] (2 KiB) and more, where the cost is small next to the
-//! object's use. Smaller classes stay without: there a free of a never-handed-out slot still
-//! passes when it sits in a magazine, and a double free once the object is back in its slab.
-//! Debug mode keeps a record per object instead and has no bits.
+//! Where: one byte per object in the `freelist` words of the slab's tail page descriptors
+//! (four per descriptor), which a slab tail does not otherwise use, so the flags cost no
+//! memory and the geometry does not move. Hence only kmalloc caches whose slabs have a tail
+//! page per four objects: with 4 KiB pages the classes of [`LIVE_MIN_SIZE`] (2 KiB) and more
+//! (order-3 slabs of 4 to 16 objects). Smaller classes stay without. Debug mode keeps a record
+//! per object instead and has no flags.
 //!
-//! Cost: one atomic OR at allocation (`kmalloc_fast`) and one atomic bit-test-and-reset at
-//! free (`kfree_fast`, out of line so that the smaller classes' free keeps its registers);
-//! the smaller classes pay the mask test (docs/hardening.md, "Normal-mode cost"). Relaxed
-//! suffices: the bit of an object handed from one thread to another is ordered by the
-//! program's own hand-over, and the read-modify-writes of one word are totally ordered.
+//! A byte, not a bit: each flag is written with a plain byte store (no locked read-modify-write:
+//! neighbours' flags are other bytes), so a pair pays a few loads and stores. Relaxed suffices:
+//! the flag of an object handed from one thread to another is ordered by the program's own
+//! hand-over. Two frees of one object racing each other may both pass (a misuse race the tag
+//! does not catch either). `kfree_fast` takes the flag out of line, so that the smaller
+//! classes' free keeps its registers (docs/hardening.md, "Normal-mode cost").
 
 use super::*;
 
-/// Objects a slab may hold for its cache to keep live bits: the bits of one `u32`.
-const LIVE_BITS: usize = 32;
-/// The smallest object size whose cache keeps live bits. Two atomic read-modify-writes cost a
-/// `malloc`/`free` pair about 1.5-2× its time (docs/hardening.md, "Normal-mode cost"); from
-/// 2 KiB on that is small next to what a program does with the object, below it is not (every
-/// class above 256 bytes would have them otherwise: larson's 16..1024-byte churn, strings).
+/// Flags kept in one tail page descriptor's `freelist` word.
+const FLAGS_PER_DESC: usize = 4;
+/// The smallest object size whose cache keeps live flags: the kmalloc classes whose slabs have
+/// a tail page per [`FLAGS_PER_DESC`] objects (2 KiB and up on 4 KiB pages).
 pub(crate) const LIVE_MIN_SIZE: usize = 2048;
 
 impl<P: PageSource> Kmalloc<P> {
-    /// The caches that keep live bits under `config`: kmalloc caches (never destroyed) whose
-    /// slabs have a second page and at most [`LIVE_BITS`] objects; none in debug mode.
+    /// The caches that keep live flags under `config`: kmalloc caches (never destroyed) of at
+    /// least [`LIVE_MIN_SIZE`] whose slabs have a tail page per [`FLAGS_PER_DESC`] objects;
+    /// none in debug mode.
     pub(super) fn live_mask_of(&mut self) -> u64 {
         if self.config.debug {
             return 0;
@@ -46,35 +47,37 @@ impl<P: PageSource> Kmalloc<P> {
                 continue;
             }
             let c = self.caches[id as usize].get_mut();
-            if c.size >= LIVE_MIN_SIZE && c.order >= 1 && c.objects <= LIVE_BITS {
-                c.live_bits = true;
+            let tails = (1usize << c.order) - 1;
+            if c.size >= LIVE_MIN_SIZE && c.objects <= tails * FLAGS_PER_DESC {
+                c.live_flags = true;
+                self.live_objects[id as usize] = c.objects as u8;
                 mask |= 1 << id;
             }
         }
         mask
     }
 
-    /// Does cache index `x` keep live bits?
+    /// Does cache index `x` keep live flags?
     #[inline(always)]
-    pub(crate) fn keeps_live_bits(&self, x: usize) -> bool {
+    pub(crate) fn keeps_live_flags(&self, x: usize) -> bool {
         (self.live_mask >> (x & (MAX_CACHES - 1))) & 1 != 0
     }
 
-    /// The live word of the object at `p` of cache `x` and its bit's index, `None` for no
-    /// object: `k` is an object's index, below 32, or the slab's object count for the start of
-    /// the slack past its last object (which passes the stride test), and such a "free" finds
-    /// nothing out and is refused.
+    /// The live flag of the object at `p` of cache `x`, `None` for no object (the start of
+    /// the slack past a slab's last object passes the stride test; such a "free" finds
+    /// nothing out and is refused).
     ///
     /// # Safety
-    /// `x` keeps live bits and `p` is an object start of a live slab of cache `x`.
+    /// `x` keeps live flags and `p` is an object start of a live slab of cache `x`.
     #[inline(always)]
-    unsafe fn live_bit(&self, x: usize, p: *const u8) -> Option<(&AtomicU32, u32)> {
+    unsafe fn live_flag(&self, x: usize, p: *const u8) -> Option<&AtomicU8> {
         let addr = p as usize;
         let h = (addr & !((1usize << self.seg_shift) - 1)) as *mut SegmentHeader;
         let i = SegmentHeader::page_index(h, addr, self.page_shift);
         // SAFETY: `p` lies in a live slab of a normal segment (caller): its page's descriptor
-        // names the slab's head, and the slab spans at least two pages (the cache keeps live
-        // bits), so the head's successor is its tail, whose `freelist` word holds the bits.
+        // names the slab's head; the slab's tail descriptors hold a flag per object (the cache
+        // keeps live flags), four to a `freelist` word, whose bytes are read and written only
+        // as bytes while the slab lives.
         unsafe {
             let hi = (*SegmentHeader::desc_ptr(h, i))
                 .head
@@ -84,51 +87,57 @@ impl<P: PageSource> Kmalloc<P> {
             let shift = self.stride_shift[x].load(Ordering::Relaxed);
             let inv = self.stride_inv[x].load(Ordering::Relaxed);
             let k = (addr - base).wrapping_mul(inv).rotate_right(shift);
-            let tail = SegmentHeader::desc_ptr(h, hi + 1);
-            (k < LIVE_BITS).then(|| (&(*tail).freelist, k as u32))
+            if k >= self.live_objects[x] as usize {
+                return None;
+            }
+            let d = SegmentHeader::desc_ptr(h, hi + 1 + k / FLAGS_PER_DESC);
+            let word = (&raw const (*d).freelist).cast::<AtomicU8>();
+            Some(&*word.add(k % FLAGS_PER_DESC))
         }
     }
 
     /// Marks the object at `p` of cache `x` as out with a caller (nothing for a cache without
-    /// live bits).
+    /// live flags).
     ///
     /// # Safety
     /// `p` is an object start of a live slab of cache `x`, just handed out.
     #[inline(always)]
     pub(crate) unsafe fn mark_live(&self, x: usize, p: *const u8) {
-        if self.keeps_live_bits(x) {
+        if self.keeps_live_flags(x) {
             // SAFETY: as the caller promises.
-            if let Some((w, k)) = unsafe { self.live_bit(x, p) } {
-                let was = w.fetch_or(1 << k, Ordering::Relaxed);
-                debug_assert_eq!(was & (1 << k), 0, "object {p:p} handed out twice");
+            if let Some(f) = unsafe { self.live_flag(x, p) } {
+                debug_assert_eq!(f.load(Ordering::Relaxed), 0, "{p:p} handed out twice");
+                f.store(1, Ordering::Relaxed);
             }
         }
     }
 
     /// Takes the object at `p` of cache `x` back from its caller: false when it was not out
     /// (never handed out as this object, or freed already), and then nothing changed. True for
-    /// a cache without live bits.
+    /// a cache without live flags.
     ///
     /// # Safety
     /// `p` is an object start of a live slab of cache `x`.
     #[inline(always)]
     pub(crate) unsafe fn take_live(&self, x: usize, p: *const u8) -> bool {
         // SAFETY: as the caller promises.
-        !self.keeps_live_bits(x) || unsafe { self.take_live_bit(x, p) }
+        !self.keeps_live_flags(x) || unsafe { self.take_live_flag(x, p) }
     }
 
-    /// [`take_live`](Self::take_live) for a cache that keeps live bits. Out of line: the free
+    /// [`take_live`](Self::take_live) for a cache that keeps live flags. Out of line: the free
     /// fast path of the smaller classes keeps its registers.
     ///
     /// # Safety
     /// As for [`take_live`](Self::take_live).
     #[inline(never)]
-    unsafe fn take_live_bit(&self, x: usize, p: *const u8) -> bool {
+    unsafe fn take_live_flag(&self, x: usize, p: *const u8) -> bool {
         // SAFETY: as the caller promises.
-        match unsafe { self.live_bit(x, p) } {
-            // One `lock btr`.
-            Some((w, k)) => w.fetch_and(!(1 << k), Ordering::Relaxed) & (1 << k) != 0,
-            None => false,
+        match unsafe { self.live_flag(x, p) } {
+            Some(f) if f.load(Ordering::Relaxed) != 0 => {
+                f.store(0, Ordering::Relaxed);
+                true
+            }
+            _ => false,
         }
     }
 
@@ -145,15 +154,14 @@ impl<P: PageSource> Kmalloc<P> {
     }
 
     /// Is the object at `p` of cache `x` out with a caller? (For `validate`; false for a cache
-    /// without live bits.)
+    /// without live flags.)
     ///
     /// # Safety
     /// As for [`take_live`](Self::take_live).
     pub(crate) unsafe fn is_live(&self, x: usize, p: *const u8) -> bool {
         // SAFETY: as the caller promises.
-        self.keeps_live_bits(x)
-            && unsafe { self.live_bit(x, p) }
-                .is_some_and(|(w, k)| w.load(Ordering::Relaxed) & (1 << k) != 0)
+        self.keeps_live_flags(x)
+            && unsafe { self.live_flag(x, p) }.is_some_and(|f| f.load(Ordering::Relaxed) != 0)
     }
 
     /// [`take_live`](Self::take_live) for `ptrs` of cache `x`, in order, up to the first that
@@ -162,7 +170,7 @@ impl<P: PageSource> Kmalloc<P> {
     /// # Safety
     /// Each pointer the caller gives up (only located, never read, if it is not an object).
     pub(super) unsafe fn take_live_prefix(&self, x: usize, ptrs: &[*mut u8]) -> usize {
-        if !self.keeps_live_bits(x) {
+        if !self.keeps_live_flags(x) {
             return ptrs.len();
         }
         for (n, &p) in ptrs.iter().enumerate() {
@@ -181,7 +189,7 @@ impl<P: PageSource> Kmalloc<P> {
         ptrs.len()
     }
 
-    /// Gives `ptrs` of cache `x` their live bits back (after a bulk free that stopped short).
+    /// Gives `ptrs` of cache `x` their live flags back (after a bulk free that stopped short).
     ///
     /// # Safety
     /// Each pointer was taken by [`take_live_prefix`](Self::take_live_prefix) and not freed.

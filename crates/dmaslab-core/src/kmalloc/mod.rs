@@ -36,7 +36,7 @@ use crate::stats::{write_slabinfo_header, CacheName, SlabInfo, Totals, Usage};
 use core::fmt::{self, Write};
 use core::mem::MaybeUninit;
 use core::ptr::{addr_of_mut, NonNull};
-use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
 use quarantine::{Entry, Quarantine};
 use stats::class_label;
 
@@ -238,8 +238,10 @@ pub struct Kmalloc<P: PageSource> {
     cache_size: [AtomicUsize; MAX_CACHES],
     /// Per cache, the per-CPU layer's depot of magazines (see [`crate::cpu_cache`]).
     depots: [Depot; MAX_CACHES],
-    /// Bit `x`: cache `x` keeps live bits (`live.rs`). Set once, when the kmalloc caches are.
+    /// Bit `x`: cache `x` keeps live flags (`live.rs`). Set once, when the kmalloc caches are.
     live_mask: u64,
+    /// Per cache keeping live flags, its objects per slab (at most 28); set with `live_mask`.
+    live_objects: [u8; MAX_CACHES],
     kmalloc_caches: [u16; MAX_CLASSES],
     dma_caches: [u16; MAX_CLASSES],
     create_lock: SpinLock<()>,
@@ -357,6 +359,7 @@ impl<P: PageSource> Kmalloc<P> {
                 depots.add(i).write(Depot::new());
             }
             addr_of_mut!((*k).live_mask).write(0);
+            addr_of_mut!((*k).live_objects).write([0; MAX_CACHES]);
             addr_of_mut!((*k).kmalloc_caches).write([NO_CACHE; MAX_CLASSES]);
             addr_of_mut!((*k).dma_caches).write([NO_CACHE; MAX_CLASSES]);
             addr_of_mut!((*k).create_lock).write(SpinLock::new(()));
@@ -383,6 +386,7 @@ impl<P: PageSource> Kmalloc<P> {
             cache_size: _,
             depots: _,
             live_mask: _,
+            live_objects: _,
             kmalloc_caches: _,
             dma_caches: _,
             create_lock: _,

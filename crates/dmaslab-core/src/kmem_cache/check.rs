@@ -1,6 +1,6 @@
 //! `validate` for one cache: its free lists, debug mode's poison and red zones, and the
 //! invariants of [`KmemCache`] (each slab on the list its state calls for, `active_objs` the sum
-//! of `inuse`, live bits only for objects in use).
+//! of `inuse`, live flags only for objects in use).
 
 use super::*;
 
@@ -46,11 +46,17 @@ impl KmemCache {
                         LIST_FULL => inuse == cap,
                         _ => inuse == 0,
                     };
-                    // Live bits (`kmalloc/live.rs`): objects out with callers are among the
-                    // slab's objects in use, and no bit lies past its last object.
-                    let live_ok = !self.live_bits || {
-                        let bits = (*d.add(1)).freelist.load(Relaxed);
-                        (bits as u64) >> self.objects == 0 && bits.count_ones() as usize <= inuse
+                    // Live flags (`kmalloc/live.rs`): objects out with callers are among the
+                    // slab's objects in use.
+                    let live_ok = !self.live_flags || {
+                        let flags = (0..self.objects)
+                            .filter(|k| {
+                                let w = &raw const (*d.add(1 + k / 4)).freelist;
+                                (*w.cast::<core::sync::atomic::AtomicU8>().add(k % 4)).load(Relaxed)
+                                    != 0
+                            })
+                            .count();
+                        flags <= inuse
                     };
                     if (*d).list != tag || !fits || !live_ok {
                         n += 1;

@@ -96,8 +96,8 @@ pub struct KmemCache {
     pub(crate) keep_empty: usize,
     /// Debug mode: red zones, poison, records (see `debug.rs`).
     pub(crate) debug: bool,
-    /// A kmalloc cache whose slabs keep live bits in their second page (`kmalloc/live.rs`).
-    pub(crate) live_bits: bool,
+    /// A kmalloc cache whose slabs keep live flags in their second page (`kmalloc/live.rs`).
+    pub(crate) live_flags: bool,
     /// Debug mode: offset of the record array from the slab base, after the objects.
     pub(crate) records_off: usize,
     partial: SlabList,
@@ -132,7 +132,7 @@ impl KmemCache {
         ctor: None,
         keep_empty: 1,
         debug: false,
-        live_bits: false,
+        live_flags: false,
         records_off: 0,
         partial: SlabList::EMPTY,
         full: SlabList::EMPTY,

@@ -1,4 +1,4 @@
-//! Live bits (normal mode, classes of 2 KiB and more): a free of an object start that is not out
+//! Live flags (normal mode, classes of 2 KiB and more): a free of an object start that is not out
 //! with a caller is refused and changes nothing, wherever the object sits (its slab, a
 //! magazine, the depot), and a correct free never is.
 
@@ -35,7 +35,7 @@ fn all_back(k: &Kmalloc<ArenaPageSource<'_>>) {
 }
 
 /// Was the free of `p` refused, as a double free (the freed-object tag, the magazine's top) or
-/// as an invalid free (the live bit)?
+/// as an invalid free (the live flag)?
 fn refused(r: Result<(), FreeError>, p: *mut u8) -> bool {
     match r {
         Err(FreeError::InvalidPointer(a)) | Err(FreeError::DoubleFree(a)) => a == p as usize,
@@ -45,7 +45,7 @@ fn refused(r: Result<(), FreeError>, p: *mut u8) -> bool {
 }
 
 /// A double free after the object went back to its slab (its freed-object tag replaced by a
-/// free-list link) was taken in before the live bits, and the object then handed out twice.
+/// free-list link) was taken in before the live flags, and the object then handed out twice.
 #[test]
 fn a_double_free_after_the_object_went_back_to_its_slab_is_refused() {
     let mut mem = region(if cfg!(miri) { 2 << 20 } else { 8 << 20 });
