@@ -9,19 +9,28 @@ use dmaslab_core::{ArenaPageSource, CpuCache, FreeError, Gfp, Kmalloc, Policy, N
 
 const SIZES: &[usize] = &[2048, 3000, 4096, 8192];
 
-/// `kmalloc_cpu(size)` through `cc`, written whole as a program would.
+/// `kmalloc_cpu(size)` through `cc`, written whole.
 ///
 /// # Safety
 /// `cc` is used with `k` only.
 unsafe fn cpu_alloc(k: &Kmalloc<ArenaPageSource<'_>>, cc: &mut CpuCache, size: usize) -> *mut u8 {
     // SAFETY: forwarded from the caller.
-    let p = unsafe { k.kmalloc_cpu(cc, size, 1, Gfp::KERNEL, 0) }
-        .expect("no misuse")
-        .expect("memory")
-        .as_ptr();
-    // SAFETY: a fresh allocation of `size` bytes.
-    unsafe { p.write_bytes(0x55, size) };
-    p
+    unsafe { common::cpu_alloc(k, cc, size, 0x55) }
+}
+
+/// Runs `check` for each size of [`SIZES`] on one allocator with a fresh CPU cache, which is
+/// flushed after; then checks the invariants, and that nothing is left allocated.
+fn each_size(check: impl Fn(&Kmalloc<ArenaPageSource<'_>>, &mut CpuCache, usize)) {
+    let mut mem = region(if cfg!(miri) { 2 << 20 } else { 8 << 20 });
+    let k = kmalloc(&mut mem, Policy::C, 64);
+    for &size in SIZES {
+        let mut cc = CpuCache::NEW;
+        check(&k, &mut cc, size);
+        // SAFETY: `cc` was used with `k` only.
+        unsafe { k.cpu_cache_flush(&mut cc) }.unwrap();
+        clean(&k);
+    }
+    all_back(&k);
 }
 
 fn clean(k: &Kmalloc<ArenaPageSource<'_>>) {
@@ -48,44 +57,35 @@ fn refused(r: Result<(), FreeError>, p: *mut u8) -> bool {
 /// free-list link) was taken in before the live flags, and the object then handed out twice.
 #[test]
 fn a_double_free_after_the_object_went_back_to_its_slab_is_refused() {
-    let mut mem = region(if cfg!(miri) { 2 << 20 } else { 8 << 20 });
-    let k = kmalloc(&mut mem, Policy::C, 64);
-    for &size in SIZES {
-        let mut cc = CpuCache::NEW;
+    each_size(|k, cc, size| {
         // SAFETY: `cc` is used with `k` only; `p` is freed once correctly, then misused.
         unsafe {
-            let p = cpu_alloc(&k, &mut cc, size);
-            k.kfree_cpu(&mut cc, p, 0).unwrap();
+            let p = cpu_alloc(k, cc, size);
+            k.kfree_cpu(cc, p, 0).unwrap();
             // Out of this CPU's magazines: into the depot or back to its slab.
-            k.cpu_cache_flush(&mut cc).unwrap();
-            assert!(refused(k.kfree_cpu(&mut cc, p, 0), p), "size {size}");
+            k.cpu_cache_flush(cc).unwrap();
+            assert!(refused(k.kfree_cpu(cc, p, 0), p), "size {size}");
             // The slab path finds no free-list link to compare (the object may sit in a depot
-            // magazine): only the bit tells.
+            // magazine): only the flag tells.
             assert_eq!(k.kfree(p), Err(FreeError::InvalidPointer(p as usize)));
-            clean(&k);
+            clean(k);
             // Nothing was taken in: two allocations are two objects.
-            let (a, b) = (cpu_alloc(&k, &mut cc, size), cpu_alloc(&k, &mut cc, size));
+            let (a, b) = (cpu_alloc(k, cc, size), cpu_alloc(k, cc, size));
             assert_ne!(a, b);
-            k.kfree_cpu(&mut cc, a, 0).unwrap();
-            k.kfree_cpu(&mut cc, b, 0).unwrap();
-            k.cpu_cache_flush(&mut cc).unwrap();
+            k.kfree_cpu(cc, a, 0).unwrap();
+            k.kfree_cpu(cc, b, 0).unwrap();
         }
-        clean(&k);
-    }
-    all_back(&k);
+    });
 }
 
 /// A refill puts objects in the magazine that were never handed out; freeing one of them (a
 /// neighbour's address) would put it in the magazine twice.
 #[test]
 fn a_free_of_a_magazine_object_never_handed_out_is_refused() {
-    let mut mem = region(if cfg!(miri) { 2 << 20 } else { 8 << 20 });
-    let k = kmalloc(&mut mem, Policy::C, 64);
-    for &size in SIZES {
-        let mut cc = CpuCache::NEW;
+    each_size(|k, cc, size| {
         // SAFETY: `cc` is used with `k` only; each live object is freed once.
         unsafe {
-            let p = cpu_alloc(&k, &mut cc, size);
+            let p = cpu_alloc(k, cc, size);
             let stride = k.ksize(p).unwrap();
             // The slab neighbours of `p` that are not out: in the magazine, in the slab, or
             // fresh. Each free is refused and leaves everything as it was.
@@ -94,51 +94,45 @@ fn a_free_of_a_magazine_object_never_handed_out_is_refused() {
                 if k.cache_of(q) != k.cache_of(p) {
                     continue;
                 }
-                assert!(refused(k.kfree_cpu(&mut cc, q, 0), q), "size {size}");
+                assert!(refused(k.kfree_cpu(cc, q, 0), q), "size {size}");
                 assert_eq!(k.kfree(q), Err(FreeError::InvalidPointer(q as usize)));
                 n += 1;
             }
             assert!(n > 0, "size {size}: p has a neighbour in its slab");
-            clean(&k);
-            k.kfree_cpu(&mut cc, p, 0).unwrap();
-            k.cpu_cache_flush(&mut cc).unwrap();
+            clean(k);
+            k.kfree_cpu(cc, p, 0).unwrap();
         }
-        clean(&k);
-    }
-    all_back(&k);
+    });
 }
 
-/// Live objects, the bulk forms and `kfree` of objects from `kmalloc_cpu` (and back): the bit
+/// Live objects, the bulk forms and `kfree` of objects from `kmalloc_cpu` (and back): the flag
 /// follows the object whichever path hands it out or takes it back.
 #[test]
-fn every_path_sets_and_clears_the_bit() {
-    let mut mem = region(if cfg!(miri) { 2 << 20 } else { 8 << 20 });
-    let k = kmalloc(&mut mem, Policy::C, 64);
-    for &size in SIZES {
+fn every_path_sets_and_clears_the_flag() {
+    each_size(|k, cc, size| {
         let x = k.cpu_class(size, Gfp::KERNEL);
         assert_ne!(x, NO_CLASS, "size {size}: a class of the fast path");
         let id = k.kmalloc_cache(size, Gfp::KERNEL).unwrap();
-        let mut cc = CpuCache::NEW;
         // SAFETY: `cc` is used with `k` only; each live object is freed once, the misused
         // pointers are refused.
         unsafe {
-            let a = cpu_alloc(&k, &mut cc, size);
+            let a = cpu_alloc(k, cc, size);
             let b = k.kmalloc(size, Gfp::KERNEL).unwrap().as_ptr();
             // The lock-free pair too: freed, taken back with `kmalloc_fast`, freed again.
-            assert!(k.kfree_fast(&mut cc, a) || k.kfree_cpu(&mut cc, a, 0).is_ok());
+            assert!(k.kfree_fast(cc, a) || k.kfree_cpu(cc, a, 0).is_ok());
             assert!(
-                !k.kfree_fast(&mut cc, a),
-                "a's bit is clear: the fast path refuses"
+                !k.kfree_fast(cc, a),
+                "a's flag is clear: the fast path refuses"
             );
-            assert_eq!(k.kmalloc_fast(&mut cc, x).map(|p| p.as_ptr()), Some(a));
+            assert_eq!(k.kmalloc_fast(cc, x).map(|p| p.as_ptr()), Some(a));
             // Across paths: the per-CPU layer takes back what kmalloc handed out, and kfree
             // what the per-CPU layer did.
-            k.kfree_cpu(&mut cc, b, 0).unwrap();
+            k.kfree_cpu(cc, b, 0).unwrap();
             k.kfree(a).unwrap();
             assert_eq!(k.kfree(a), Err(FreeError::InvalidPointer(a as usize)));
             let mut objs = [std::ptr::null_mut(); 4];
             assert_eq!(k.kmem_cache_alloc_bulk(id, &mut objs), 4);
-            clean(&k);
+            clean(k);
             // A bulk free stops at the first object that is not out, and frees those before.
             let c = objs[1];
             k.kmem_cache_free_bulk(id, &objs[1..2]).unwrap();
@@ -146,16 +140,13 @@ fn every_path_sets_and_clears_the_bit() {
                 k.kmem_cache_free_bulk(id, &[objs[0], c, objs[2]]),
                 Err((1, FreeError::InvalidPointer(c as usize)))
             );
-            clean(&k);
+            clean(k);
             // objs[0] went; objs[2] and objs[3] are still out.
             assert_eq!(
                 k.kfree(objs[0]),
                 Err(FreeError::InvalidPointer(objs[0] as usize))
             );
             k.kmem_cache_free_bulk(id, &objs[2..]).unwrap();
-            k.cpu_cache_flush(&mut cc).unwrap();
         }
-        clean(&k);
-    }
-    all_back(&k);
+    });
 }

@@ -384,20 +384,13 @@ fn freeing_a_slot_never_handed_out_is_an_invalid_free() {
 // The per-CPU layer's freed-object tag (normal mode): double frees wherever the first free
 // sits, writes after free at reuse and at the drain, frees of live objects.
 
-/// `kmalloc_cpu(size)` through `cc` with every byte written (as a program would; the free
-/// paths read the first word).
+/// `kmalloc_cpu(size)` through `cc`, written whole with 0x77.
 ///
 /// # Safety
 /// `cc` is used with `k` only.
 unsafe fn cpu_alloc(k: &Kmalloc<ArenaPageSource<'_>>, cc: &mut CpuCache, size: usize) -> *mut u8 {
     // SAFETY: forwarded from the caller.
-    let p = unsafe { k.kmalloc_cpu(cc, size, 1, Gfp::KERNEL, 0) }
-        .expect("no misuse")
-        .expect("memory")
-        .as_ptr();
-    // SAFETY: a fresh allocation of `size` bytes.
-    unsafe { p.write_bytes(0x77, size) };
-    p
+    unsafe { common::cpu_alloc(k, cc, size, 0x77) }
 }
 
 /// The finding a misuse was reported with, with its kind and object checked.

@@ -1,7 +1,7 @@
 //! Shared test helpers: an arena-backed allocator of a given size.
 #![allow(dead_code)]
 
-use dmaslab_core::{ArenaPageSource, Config, Kmalloc, Policy};
+use dmaslab_core::{ArenaPageSource, Config, CpuCache, Gfp, Kmalloc, Policy};
 use std::mem::MaybeUninit;
 
 /// Uninitialised memory for an arena (no writes, so Miri stays fast).
@@ -42,4 +42,25 @@ pub fn kmalloc_mode(
 /// Largest power of two dividing `x` (x > 0).
 pub fn natural_align(x: usize) -> usize {
     1 << x.trailing_zeros()
+}
+
+/// `kmalloc_cpu(size)` through `cc` with every byte written with `fill` (as a program would;
+/// the free paths read the first word).
+///
+/// # Safety
+/// `cc` is used with `k` only.
+pub unsafe fn cpu_alloc(
+    k: &Kmalloc<ArenaPageSource<'_>>,
+    cc: &mut CpuCache,
+    size: usize,
+    fill: u8,
+) -> *mut u8 {
+    // SAFETY: forwarded from the caller.
+    let p = unsafe { k.kmalloc_cpu(cc, size, 1, Gfp::KERNEL, 0) }
+        .expect("no misuse")
+        .expect("memory")
+        .as_ptr();
+    // SAFETY: a fresh allocation of `size` bytes.
+    unsafe { p.write_bytes(fill, size) };
+    p
 }
