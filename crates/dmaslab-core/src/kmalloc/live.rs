@@ -74,10 +74,10 @@ impl<P: PageSource> Kmalloc<P> {
         let addr = p as usize;
         let h = (addr & !((1usize << self.seg_shift) - 1)) as *mut SegmentHeader;
         let i = SegmentHeader::page_index(h, addr, self.page_shift);
+        // The slab's tail descriptors hold a flag per object (the cache keeps live flags),
+        // four to a `freelist` word, whose bytes are only accessed as bytes while it lives.
         // SAFETY: `p` lies in a live slab of a normal segment (caller): its page's descriptor
-        // names the slab's head; the slab's tail descriptors hold a flag per object (the cache
-        // keeps live flags), four to a `freelist` word, whose bytes are read and written only
-        // as bytes while the slab lives.
+        // names the slab's head, and the slab has the tail descriptors the flags need.
         unsafe {
             let hi = (*SegmentHeader::desc_ptr(h, i))
                 .head
