@@ -150,3 +150,35 @@ fn every_path_sets_and_clears_the_flag() {
         }
     });
 }
+
+/// With no memory left for a magazine, a free goes straight to its slab: the live flag the
+/// per-CPU layer took is given back first, so it is still a correct free.
+#[test]
+#[cfg_attr(miri, ignore = "fills the arena object by object")]
+fn a_free_without_memory_for_a_magazine_is_still_a_free() {
+    let mut mem = region(4 << 20);
+    let k = kmalloc(&mut mem, Policy::C, 64);
+    let mut held = Vec::new();
+    for size in [2048, 1 << 20, 64 << 10, 8192, 512, 64, 8] {
+        held.extend(
+            std::iter::from_fn(|| k.kmalloc(size, Gfp::KERNEL)).map(|p| (p.as_ptr(), size)),
+        );
+    }
+    let (p, _) = *held
+        .iter()
+        .find(|&&(_, size)| size == 2048)
+        .expect("a 2 KiB object");
+    let mut cc = CpuCache::NEW;
+    // SAFETY: `cc` is used with `k` only; every object is freed once.
+    unsafe {
+        assert_eq!(k.kfree_cpu(&mut cc, p, 0), Ok(()));
+        clean(&k);
+        assert_eq!(k.kmalloc(2048, Gfp::KERNEL).map(|q| q.as_ptr()), Some(p));
+        for (q, _) in held {
+            k.kfree(q).unwrap();
+        }
+        k.cpu_cache_flush(&mut cc).unwrap();
+    }
+    clean(&k);
+    all_back(&k);
+}

@@ -3,8 +3,8 @@
 //! passes its heap. A kernel keeps one per CPU and uses it with preemption off; the hosted heap
 //! keeps one per thread.
 //!
-//! - **Fast path** ([`Kmalloc::kmalloc_fast`], [`Kmalloc::kfree_fast`]): no lock, and no atomic
-//!   read-modify-write below 257 bytes (above, one for the object's live flag,
+//! - **Fast path** ([`Kmalloc::kmalloc_fast`], [`Kmalloc::kfree_fast`]): no lock, no atomic
+//!   read-modify-write (from 2 KiB, a plain store to the object's live flag,
 //!   `kmalloc/live.rs`). A freed object first becomes the cache's *recent* object and the one it
 //!   replaces goes onto its magazine; an allocation of the same class takes `recent` back.
 //! - **Slow path** (`slow.rs`): each class has two magazines, `loaded` and `prev`. An empty
@@ -205,7 +205,7 @@ impl<P: PageSource> Kmalloc<P> {
         unsafe { self.kfree_fast_push(cc, p, x) }
     }
 
-    /// [`kfree_fast`](Self::kfree_fast) of an object whose cache keeps live flags: the bit is
+    /// [`kfree_fast`](Self::kfree_fast) of an object whose cache keeps live flags: the flag is
     /// taken first (an object that is not out goes to the full path, which reports it). Out of
     /// line, so that the smaller classes' path keeps its registers.
     ///
@@ -356,8 +356,8 @@ impl<P: PageSource> Kmalloc<P> {
                             return Err(FreeError::DoubleFree(p as usize));
                         }
                         if !self.take_live(x, p) {
-                            // An object start that is not out: a live neighbour's, or one
-                            // freed before and back in its slab.
+                            // An object start that is not out: a refill's object in a
+                            // magazine, or one freed before and back in its slab.
                             return Err(FreeError::InvalidPointer(p as usize));
                         }
                         set_first_word(p, tag);

@@ -225,6 +225,9 @@ impl<P: PageSource> Kmalloc<P> {
             };
             cc.loaded[x] = m;
             if m.is_null() {
+                // No memory for a magazine: straight to the slab, which takes the live flag
+                // the caller took already (so it is given back first).
+                self.give_back_live(x, p);
                 return self.kmem_cache_free(CacheId::from_index(x), p);
             }
             Magazine::push(m, p);
