@@ -183,8 +183,9 @@ impl<P: PageSource> PageLayer<P> {
                 let d = SegmentHeader::desc_ptr(seg, j);
                 (*d).head.store(i as u32, Ordering::Relaxed);
                 (*d).cache.store(cache, Ordering::Relaxed);
-                // A slab's second page keeps its live flags here (`kmalloc/live.rs`): none yet.
-                (*d).freelist.store(0, Ordering::Relaxed);
+                // A slab tail's buddy link holds live flags (`kmalloc/live.rs`): none yet.
+                (*d).link.next = core::ptr::null_mut();
+                (*d).link.prev = core::ptr::null_mut();
                 PageDesc::set_kind_of(d, tail);
             }
             for_each_block(i + pages, i + (1 << order), |j, k| {

@@ -58,6 +58,8 @@ impl PageKind {
 ///   `link.order` is the slab order, `inuse` counts its objects in use, `freelist` is the
 ///   offset + 1 of the first object on its free list (0: none) and `fresh` the index of its
 ///   first never-used object; those fields belong to the cache lock.
+/// - For a `SlabTail` of a cache that keeps live flags, the bytes of `link.next` and `link.prev`
+///   are the flags of 16 of the slab's objects (`kmalloc/live.rs`), accessed only as bytes.
 /// - For `Free` pages, `link` belongs to the page-layer lock (buddy lists). A `Large` head's
 ///   `freelist` holds the run's length in pages (under the page-layer lock) and its `cache` the
 ///   same length (atomic: read without the lock), or `META_CACHE` for debug metadata runs.

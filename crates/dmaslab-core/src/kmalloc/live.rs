@@ -11,12 +11,12 @@
 //! object — frees an object that is out, by its own pointer: no per-object state tells it from
 //! its owner's free.)
 //!
-//! Where: one byte per object in the `freelist` words of the slab's tail page descriptors
-//! (four per descriptor), which a slab tail does not otherwise use, so the flags cost no
-//! memory and the geometry does not move. Hence only kmalloc caches whose slabs have a tail
-//! page per four objects: with 4 KiB pages the classes of [`LIVE_MIN_SIZE`] (2 KiB) and more
-//! (order-3 slabs of 4 to 16 objects). Smaller classes stay without. Debug mode keeps a record
-//! per object instead and has no flags.
+//! Where: one byte per object in the buddy-link pointers of the slab's tail page descriptors
+//! (16 per descriptor; [`tail_flag`]), which a slab tail does not otherwise use, so the flags
+//! cost no memory and the geometry does not move. Only kmalloc caches of [`LIVE_MIN_SIZE`]
+//! (2 KiB) and more keep them (order-3 slabs of 4 to 16 objects on 4 KiB pages), on 64-bit
+//! targets. Smaller classes stay without. Debug mode keeps a record per object instead and
+//! has no flags.
 //!
 //! A byte, not a bit: each flag is written with a plain byte store (no locked read-modify-write:
 //! neighbours' flags are other bytes), so a pair pays a few loads and stores. Relaxed suffices:
@@ -27,16 +27,39 @@
 
 use super::*;
 
-/// Flags kept in one tail page descriptor's `freelist` word.
-const FLAGS_PER_DESC: usize = 4;
-/// The smallest object size whose cache keeps live flags: the kmalloc classes whose slabs have
-/// a tail page per [`FLAGS_PER_DESC`] objects (2 KiB and up on 4 KiB pages).
+/// Flags kept in one tail page descriptor: the bytes of its buddy link's two pointers.
+pub(crate) const FLAGS_PER_DESC: usize = 16;
+
+/// Flag `j` (< [`FLAGS_PER_DESC`]) of slab tail descriptor `d`: a byte of its buddy link's
+/// `next` (0..8) or `prev` (8..16) pointer, which a slab tail does not use. The page layer
+/// clears both pointers (non-atomic stores) when the page becomes a slab tail; while the slab
+/// lives they are read and written only as these bytes (so no atomic access of another size
+/// ever meets them), and the buddy writes them again only once the slab is gone.
+///
+/// # Safety
+/// `d` is a tail descriptor of a live slab whose cache keeps live flags.
+#[inline(always)]
+pub(crate) unsafe fn tail_flag<'a>(d: *const PageDesc, j: usize) -> &'a AtomicU8 {
+    // SAFETY: as the caller promises; both pointers are 8 bytes on 64-bit targets (the flags'
+    // caches are set up only where they are, see `live_mask_of`).
+    unsafe {
+        let word = if j < 8 {
+            (&raw const (*d).link.next).cast::<AtomicU8>()
+        } else {
+            (&raw const (*d).link.prev).cast::<AtomicU8>()
+        };
+        &*word.add(j % 8)
+    }
+}
+/// The smallest object size whose cache keeps live flags. Below, a pair would pay the flag's
+/// address computation (a 4 KiB pair takes about twice a small one's instructions), and
+/// larson's 16..1024-byte churn and strings live there.
 pub(crate) const LIVE_MIN_SIZE: usize = 2048;
 
 impl<P: PageSource> Kmalloc<P> {
     /// The caches that keep live flags under `config`: kmalloc caches (never destroyed) of at
-    /// least [`LIVE_MIN_SIZE`] whose slabs have a tail page per [`FLAGS_PER_DESC`] objects;
-    /// none in debug mode.
+    /// least [`LIVE_MIN_SIZE`] whose slabs have a tail descriptor per [`FLAGS_PER_DESC`]
+    /// objects, on 64-bit targets; none in debug mode.
     pub(super) fn live_mask_of(&mut self) -> u64 {
         if self.config.debug {
             return 0;
@@ -48,7 +71,8 @@ impl<P: PageSource> Kmalloc<P> {
             }
             let c = self.caches[id as usize].get_mut();
             let tails = (1usize << c.order) - 1;
-            if c.size >= LIVE_MIN_SIZE && c.objects <= tails * FLAGS_PER_DESC {
+            let wide = core::mem::size_of::<*mut u8>() == 8;
+            if wide && c.size >= LIVE_MIN_SIZE && c.objects <= tails * FLAGS_PER_DESC {
                 c.live_flags = true;
                 self.live_objects[id as usize] = c.objects as u8;
                 mask |= 1 << id;
@@ -74,10 +98,9 @@ impl<P: PageSource> Kmalloc<P> {
         let addr = p as usize;
         let h = (addr & !((1usize << self.seg_shift) - 1)) as *mut SegmentHeader;
         let i = SegmentHeader::page_index(h, addr, self.page_shift);
-        // The slab's tail descriptors hold a flag per object (the cache keeps live flags),
-        // four to a `freelist` word, whose bytes are only accessed as bytes while it lives.
         // SAFETY: `p` lies in a live slab of a normal segment (caller): its page's descriptor
-        // names the slab's head, and the slab has the tail descriptors the flags need.
+        // names the slab's head, and the slab has the tail descriptors the flags need (the
+        // cache keeps live flags).
         unsafe {
             let hi = (*SegmentHeader::desc_ptr(h, i))
                 .head
@@ -91,8 +114,7 @@ impl<P: PageSource> Kmalloc<P> {
                 return None;
             }
             let d = SegmentHeader::desc_ptr(h, hi + 1 + k / FLAGS_PER_DESC);
-            let word = (&raw const (*d).freelist).cast::<AtomicU8>();
-            Some(&*word.add(k % FLAGS_PER_DESC))
+            Some(tail_flag(d, k % FLAGS_PER_DESC))
         }
     }
 

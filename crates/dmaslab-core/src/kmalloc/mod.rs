@@ -16,6 +16,7 @@
 mod alloc;
 mod caches;
 mod live;
+pub(crate) use live::{tail_flag, FLAGS_PER_DESC};
 mod lookup;
 mod quarantine;
 mod stats;

@@ -49,11 +49,11 @@ impl KmemCache {
                     // Live flags (`kmalloc/live.rs`): objects out with callers are among the
                     // slab's objects in use.
                     let live_ok = !self.live_flags || {
+                        let per = crate::kmalloc::FLAGS_PER_DESC;
                         let flags = (0..self.objects)
                             .filter(|k| {
-                                let w = &raw const (*d.add(1 + k / 4)).freelist;
-                                (*w.cast::<core::sync::atomic::AtomicU8>().add(k % 4)).load(Relaxed)
-                                    != 0
+                                let t = d.add(1 + k / per);
+                                crate::kmalloc::tail_flag(t, k % per).load(Relaxed) != 0
                             })
                             .count();
                         flags <= inuse

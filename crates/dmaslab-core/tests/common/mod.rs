@@ -12,6 +12,13 @@ pub fn region(bytes: usize) -> Box<[MaybeUninit<u8>]> {
     v.into_boxed_slice()
 }
 
+/// Zeroed memory for an arena, as fresh pages from the kernel are: for tests whose misuse
+/// makes the allocator read slots never written (a bogus free's first-word check), which is a
+/// read of uninitialised memory under Miri over [`region`].
+pub fn region_zeroed(bytes: usize) -> Box<[MaybeUninit<u8>]> {
+    Box::new_zeroed_slice(bytes)
+}
+
 /// Segment order for tests: small segments under Miri keep the descriptor setup cheap.
 pub const SEG_ORDER: u32 = if cfg!(miri) { 5 } else { 6 };
 
