@@ -16,7 +16,11 @@ pub fn region(bytes: usize) -> Box<[MaybeUninit<u8>]> {
 /// makes the allocator read slots never written (a bogus free's first-word check), which is a
 /// read of uninitialised memory under Miri over [`region`].
 pub fn region_zeroed(bytes: usize) -> Box<[MaybeUninit<u8>]> {
-    Box::new_zeroed_slice(bytes)
+    // `vec![0; n]` allocates zeroed memory in one step (also under Miri).
+    let zeroed = Box::into_raw(vec![0u8; bytes].into_boxed_slice());
+    // SAFETY: `MaybeUninit<u8>` has the layout of `u8`, and initialised bytes are valid for it;
+    // the box's allocation is handed over whole.
+    unsafe { Box::from_raw(zeroed as *mut [MaybeUninit<u8>]) }
 }
 
 /// Segment order for tests: small segments under Miri keep the descriptor setup cheap.
