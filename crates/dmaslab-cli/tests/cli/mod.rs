@@ -1,6 +1,6 @@
 //! What the CLI tests share: running the `dmaslab` binary with some standard input.
 
-use std::io::Write as _;
+use std::io::{ErrorKind, Write as _};
 use std::process::{Command, Output, Stdio};
 
 /// Runs `dmaslab ARGS` with `stdin` as its standard input and returns its output.
@@ -12,12 +12,12 @@ pub fn dmaslab(args: &[&str], stdin: &str) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run dmaslab");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
+    // A command that rejects its arguments exits before reading its input:
+    // the pipe closing under the write is then the expected outcome.
+    let written = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+    if let Err(e) = written {
+        assert_eq!(e.kind(), ErrorKind::BrokenPipe, "write stdin: {e}");
+    }
     child.wait_with_output().unwrap()
 }
 
