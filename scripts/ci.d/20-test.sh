@@ -5,4 +5,4 @@
 # preload tests build the libdmaslab.so they test with these settings.)
 set -euo pipefail
 export CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16
-cargo test --workspace --release
+cargo test --workspace --release --no-fail-fast
