@@ -20,18 +20,21 @@
 //! bound (issue 13: peak RSS of malloc-large within 1.1× the lowest peer, keeping most of the
 //! time the cache wins) is relative to what the program held before: live large bytes plus
 //! cached bytes stay within the **peak of live large bytes so far plus
-//! [`HUGE_CACHE_SLACK_BYTES`]** (4 MiB), and never above [`HUGE_CACHE_BYTES`] (64 MiB) or
+//! [`HUGE_CACHE_SLACK_BYTES`]** (8 MiB), and never above [`HUGE_CACHE_BYTES`] (64 MiB) or
 //! [`HUGE_CACHE_SLOTS`] segments; idle ones go back after a second. So the cache fills while the
 //! program holds less than it once did (a buffer freed and allocated again reuses its mapping
 //! and resident pages) and gives back as the program grows again, instead of adding up to
 //! 64 MiB on top of the peak. A cached segment serves any request that fits its span (best
-//! fit: first one whose resident object already holds the request); where the source can
-//! protect pages, the pages past the new object's end are discarded (`MADV_DONTNEED`) and made
-//! inaccessible, so a trimmed segment costs only its object's memory and its guard stays
-//! right after the object. There, too, a cached segment is inaccessible as a whole (its pages
+//! fit: the smallest resident room that holds the request); where the source can protect
+//! pages, the pages past the new object's end are made inaccessible (its guard stays right
+//! after the object) and stay resident while the bound holds with them counted as cached
+//! (`tail_bytes`), for a later larger request; past the bound they are discarded
+//! (`MADV_DONTNEED`). A kept tail lives as long as its object (no decay: no list of live
+//! segments is kept), within the bound it was kept under. There, too, a cached segment is inaccessible as a whole (its pages
 //! stay resident): a read, write or zeroing after free of a large object faults, as it does
-//! where glibc unmaps a large chunk at free (issue 15). malloc-large (`measure/malloc_large.c`, 600 steps): peak RSS 47.5 →
-//! 22.8 MiB (glibc 21.4), 81 → ~170 ms (glibc ~150, tcmalloc ~25), 20 k → 49 k minor faults.
+//! where glibc unmaps a large chunk at free (issue 15). malloc-large (`dmaslab-bench-work
+//! malloc-large 1`): 64.7 k → 19.9 k minor faults with kept tails and the 8 MiB slack (glibc
+//! 34 k, tcmalloc 7.9 k), peak RSS 20.6 → 30.3 MB (glibc 24.2, tcmalloc 34.4).
 
 mod debug_run;
 
@@ -56,7 +59,7 @@ pub const HUGE_CACHE_BYTES: usize = 64 << 20;
 /// `PROT_NONE` (address space, no memory). An over- or underflow past such an object faults.
 pub(crate) const GUARDED_RUN_BYTES: usize = 256 << 10;
 /// Slack of the cache's bound over the peak of live large bytes (see [`HugeCache`]).
-pub(crate) const HUGE_CACHE_SLACK_BYTES: usize = 4 << 20;
+pub const HUGE_CACHE_SLACK_BYTES: usize = 8 << 20;
 /// A cached huge segment idle this long goes back to the page source (with a clock)...
 const DECAY_MS: u64 = 1000;
 /// ... or, without one, after this many large allocations and frees.
@@ -72,13 +75,16 @@ const FIT_SLACK: usize = 4;
 /// # Invariants
 /// `segs[..len]` are registered huge segments with `cached` set and no object, oldest first
 /// (where the source protects pages, a cached segment's pages are all inaccessible);
-/// `pages` is the sum of their spans, at most `HUGE_CACHE_BYTES` worth, and after every large
-/// allocation and free at most the cap of `huge_cache_cap`. `ops` counts large
+/// `pages` is the sum of their spans, at most `HUGE_CACHE_BYTES` worth; `tail_bytes` is the sum,
+/// over huge segments in use, of their resident tails (`resident - object_len`). After every
+/// large allocation and free, the cache's bytes plus `tail_bytes` are within the cap of
+/// `huge_cache_cap`, or the cache is empty. `ops` counts large
 /// allocations and frees (the clock of a source without one).
 pub(crate) struct HugeCache {
     segs: [*mut SegmentHeader; HUGE_CACHE_SLOTS],
     len: usize,
     pages: usize,
+    tail_bytes: usize,
     ops: u64,
     /// The most bytes of large runs and huge segments ever in use at once.
     live_peak: usize,
@@ -89,6 +95,7 @@ impl HugeCache {
         segs: [core::ptr::null_mut(); HUGE_CACHE_SLOTS],
         len: 0,
         pages: 0,
+        tail_bytes: 0,
         ops: 0,
         live_peak: 0,
     };
@@ -239,6 +246,7 @@ impl<P: PageSource> PageLayer<P> {
             SegmentHeader::huge_info(seg).write(HugeInfo {
                 object_off,
                 object_len: AtomicUsize::new(object_len),
+                resident: object_len,
                 cached: AtomicBool::new(false),
                 cached_at: 0,
                 span_pages,
@@ -276,6 +284,7 @@ impl<P: PageSource> PageLayer<P> {
                 return Err(FreeError::DoubleFree(addr));
             }
             let len = (*info).object_len.load(Ordering::Relaxed);
+            self.huge_cache.tail_bytes -= (*info).resident - len;
             self.usage.free(len, 1);
             let now = self.tick();
             if (*info).span_pages << self.page_shift <= self.huge_cache_cap() {
@@ -297,7 +306,7 @@ impl<P: PageSource> PageLayer<P> {
                 c.len += 1;
                 c.pages += (*info).span_pages;
                 self.counts.cached_huge_pages += (*info).span_pages;
-                while self.huge_cache.pages << self.page_shift > self.huge_cache_cap() {
+                while self.huge_cache.len > 0 && self.cache_held() > self.huge_cache_cap() {
                     let old = self.huge_cache.remove(0);
                     self.uncache(map, old);
                 }
@@ -318,13 +327,26 @@ impl<P: PageSource> PageLayer<P> {
         (spare + HUGE_CACHE_SLACK_BYTES).min(HUGE_CACHE_BYTES)
     }
 
+    /// Bytes the cache holds beyond the objects in use: its segments' spans and the resident
+    /// tails of the segments it handed out.
+    fn cache_held(&self) -> usize {
+        (self.huge_cache.pages << self.page_shift) + self.huge_cache.tail_bytes
+    }
+
+    /// May a cached segment handing out `len` bytes keep `tail` resident bytes past them? Only
+    /// if the cache's bound still holds once the object counts as live.
+    fn keeps_tail(&self, len: usize, tail: usize) -> bool {
+        let live = self.usage.in_use + len;
+        let peak = self.huge_cache.live_peak.max(live);
+        let cap = (peak - live + HUGE_CACHE_SLACK_BYTES).min(HUGE_CACHE_BYTES);
+        self.cache_held() + tail <= cap
+    }
+
     /// Records a new peak of live large bytes, and gives back cached segments beyond the cap.
     pub(crate) fn note_live_peak(&mut self, map: &SegmentMap) {
         let c = &mut self.huge_cache;
         c.live_peak = c.live_peak.max(self.usage.in_use);
-        while self.huge_cache.len > 0
-            && self.huge_cache.pages << self.page_shift > self.huge_cache_cap()
-        {
+        while self.huge_cache.len > 0 && self.cache_held() > self.huge_cache_cap() {
             let old = self.huge_cache.remove(0);
             // SAFETY: just taken off the cache.
             unsafe { self.uncache(map, old) };
@@ -397,7 +419,7 @@ impl<P: PageSource> PageLayer<P> {
         align: usize,
     ) -> Option<(NonNull<u8>, usize)> {
         let c = &self.huge_cache;
-        // The best: the smallest whose resident object holds `len` (nothing to fault in), else
+        // The best: the smallest whose resident pages hold `len` (nothing to fault in), else
         // the smallest room.
         let mut best: Option<(usize, (bool, usize), usize)> = None;
         for (at, &seg) in c.segs[..c.len].iter().enumerate() {
@@ -405,11 +427,10 @@ impl<P: PageSource> PageLayer<P> {
             let (start, room, had, trims) = unsafe {
                 let info = &*SegmentHeader::huge_info(seg);
                 let room = (info.span_pages << self.page_shift) - info.object_off;
-                let had = info.object_len.load(Ordering::Relaxed);
                 (
                     seg as usize + info.object_off,
                     room,
-                    had,
+                    info.resident,
                     info.guard_pages > 0,
                 )
             };
@@ -424,12 +445,20 @@ impl<P: PageSource> PageLayer<P> {
         // SAFETY: a live huge segment just taken off the cache; its object is handed out, and
         // its pages past the object's start up to the span's end are ours.
         unsafe {
-            let info = &*SegmentHeader::huge_info(seg);
-            self.huge_cache.pages -= info.span_pages;
-            self.counts.cached_huge_pages -= info.span_pages;
-            let start = seg.cast::<u8>().add(info.object_off);
-            let had = info.object_len.load(Ordering::Relaxed);
-            let got = if info.guard_pages > 0 {
+            let ip = SegmentHeader::huge_info(seg);
+            let (span_pages, object_off, had, guarded) = {
+                let info = &*ip;
+                (
+                    info.span_pages,
+                    info.object_off,
+                    info.resident,
+                    info.guard_pages > 0,
+                )
+            };
+            self.huge_cache.pages -= span_pages;
+            self.counts.cached_huge_pages -= span_pages;
+            let start = seg.cast::<u8>().add(object_off);
+            let (got, resident) = if guarded {
                 // Every page of a cached guarded segment is inaccessible (see
                 // `free_huge_object`): open the new object's pages, resident or not.
                 if !self
@@ -440,18 +469,24 @@ impl<P: PageSource> PageLayer<P> {
                     self.release_huge(map, seg);
                     return None;
                 }
-                if len < had {
-                    // Past the object: no memory, and no access still (the guard moves with
-                    // the end).
+                // Past the object: no access still (the guard moves with the end). Its pages
+                // stay for a later larger request while the bound allows, else they go.
+                let resident = if len < had && !self.keeps_tail(len, had - len) {
                     self.source
                         .discard(NonNull::new_unchecked(start.add(len)), had - len);
-                }
-                len
+                    len
+                } else {
+                    had.max(len)
+                };
+                self.huge_cache.tail_bytes += resident - len;
+                (len, resident)
             } else {
-                room
+                (room, room)
             };
-            info.object_len.store(got, Ordering::Relaxed);
-            info.cached.store(false, Ordering::Release);
+            // Plain field first, through the raw pointer; the atomics after, through it too.
+            (*ip).resident = resident;
+            (*ip).object_len.store(got, Ordering::Relaxed);
+            (*ip).cached.store(false, Ordering::Release);
             self.tick();
             NonNull::new(start).map(|p| (p, got))
         }
@@ -474,6 +509,10 @@ impl<P: PageSource> PageLayer<P> {
                     info.cached.load(Ordering::Relaxed),
                     "huge cache: {seg:p} not marked"
                 );
+                assert!(
+                    info.resident <= (info.span_pages << self.page_shift) - info.object_off,
+                    "huge cache: {seg:p} resident past its span"
+                );
                 pages += info.span_pages;
             }
         }
@@ -485,6 +524,10 @@ impl<P: PageSource> PageLayer<P> {
         assert!(
             pages << self.page_shift <= HUGE_CACHE_BYTES,
             "huge cache over its cap"
+        );
+        assert!(
+            c.len == 0 || self.cache_held() <= self.huge_cache_cap(),
+            "huge cache and resident tails over the bound"
         );
     }
 

@@ -50,7 +50,7 @@ pub mod geometry;
 mod kmalloc;
 mod kmem_cache;
 mod large;
-pub use large::{HUGE_CACHE_BYTES, HUGE_CACHE_SLOTS};
+pub use large::{HUGE_CACHE_BYTES, HUGE_CACHE_SLACK_BYTES, HUGE_CACHE_SLOTS};
 pub mod magazine;
 #[cfg(feature = "std")]
 mod mmap;

@@ -146,11 +146,15 @@ const _: () = assert!(size_of::<SegmentHeader>() <= size_of::<BuddyLink>());
 /// change while the segment is live; `object_len` is the object's usable bytes, to the span's
 /// end. `cached` is set while the segment waits, with no object, in the page layer's cache of
 /// freed huge segments (since `cached_at`). `object_len` and `cached` change only under the
-/// page-layer lock and are atomics so that lookups read them without it.
+/// page-layer lock and are atomics so that lookups read them without it. `resident` (at least
+/// `object_len`, at most the room after `object_off`) bounds the bytes from the object's start
+/// that may hold memory: a cached segment that served a smaller request keeps its tail's pages,
+/// inaccessible, for the next larger one (`large.rs`, the cache's bound).
 #[repr(C)]
 pub(crate) struct HugeInfo {
     pub(crate) object_off: usize,
     pub(crate) object_len: AtomicUsize,
+    pub(crate) resident: usize,
     pub(crate) cached: AtomicBool,
     pub(crate) cached_at: u64,
     /// The span as taken from the page source: pages, alignment, offset.

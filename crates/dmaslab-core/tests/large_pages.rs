@@ -291,6 +291,7 @@ fn a_debug_page_run_lies_between_guard_pages_and_faults_in_quarantine() {
 fn the_huge_cache_trims_for_smaller_requests_and_stays_near_the_live_peak() {
     #[cfg(not(miri))]
     {
+        use dmaslab_core::HUGE_CACHE_SLACK_BYTES as SLACK;
         let k = Kmalloc::new(
             dmaslab_core::MmapPageSource::new(),
             dmaslab_core::Config::new(Policy::C),
@@ -300,6 +301,8 @@ fn the_huge_cache_trims_for_smaller_requests_and_stays_near_the_live_peak() {
         let cached = |k: &Kmalloc<_>| k.totals().pages.cached_huge_pages * page;
         // A smaller request reuses a cached segment, trimmed: the page after it is a guard.
         let a = k.kmalloc(3 << 20, Gfp::KERNEL).unwrap().as_ptr();
+        // SAFETY: the whole object is usable.
+        unsafe { a.write_bytes(7, 3 << 20) };
         // SAFETY: live, freed once.
         unsafe { k.kfree(a).unwrap() };
         let small = (3 << 20) / 2;
@@ -313,6 +316,18 @@ fn the_huge_cache_trims_for_smaller_requests_and_stays_near_the_live_peak() {
         }
         // SAFETY: live, freed once.
         unsafe { k.kfree(b).unwrap() };
+        // The tail's pages stayed (within the bound): the segment serves 3 MiB again, and its
+        // pages past the smaller object still hold what the first object wrote.
+        let c = k.kmalloc(3 << 20, Gfp::KERNEL).unwrap().as_ptr();
+        assert_eq!(c, a, "the same segment, whole again");
+        // SAFETY: inside the 3 MiB object just handed out.
+        assert_eq!(
+            unsafe { c.add(small).read() },
+            7,
+            "the tail was kept resident"
+        );
+        // SAFETY: live, freed once.
+        unsafe { k.kfree(c).unwrap() };
         // Three live 3 MiB blocks freed: the cache keeps them (the program held that much).
         let live: Vec<_> = (0..3)
             .map(|_| k.kmalloc(3 << 20, Gfp::KERNEL).unwrap().as_ptr())
@@ -322,12 +337,28 @@ fn the_huge_cache_trims_for_smaller_requests_and_stays_near_the_live_peak() {
             unsafe { k.kfree(p).unwrap() };
         }
         assert!(cached(&k) >= 9 << 20, "{} bytes cached", cached(&k));
+        // Small requests served by those segments keep their tails only within the bound:
+        // cache plus tails stay under the live peak's spare room plus the slack (`validate`
+        // checks it while they are live).
+        let smalls: Vec<_> = (0..3)
+            .map(|_| k.kmalloc(300 << 10, Gfp::KERNEL).unwrap().as_ptr())
+            .collect();
+        assert!(
+            smalls.iter().all(|p| live.contains(p)),
+            "served by the cache"
+        );
+        assert_eq!(k.validate(|f| panic!("{f}")), 0);
+        for p in smalls {
+            // SAFETY: live, freed once.
+            unsafe { k.kfree(p).unwrap() };
+        }
+        assert_eq!(k.validate(|f| panic!("{f}")), 0);
         // Now the program holds more than ever, in blocks the cache cannot serve: it gives
         // back down to the slack.
-        let big: Vec<_> = (0..2)
+        let big: Vec<_> = (0..3)
             .map(|_| k.kmalloc(6 << 20, Gfp::KERNEL).unwrap().as_ptr())
             .collect();
-        assert!(cached(&k) <= 4 << 20, "{} bytes cached", cached(&k));
+        assert!(cached(&k) <= SLACK, "{} bytes cached", cached(&k));
         for p in big {
             // SAFETY: live, freed once.
             unsafe { k.kfree(p).unwrap() };

@@ -152,6 +152,7 @@ impl<P: PageSource> PageLayer<P> {
             SegmentHeader::huge_info(seg).write(HugeInfo {
                 object_off: l.start,
                 object_len: AtomicUsize::new(len),
+                resident: len,
                 cached: AtomicBool::new(false),
                 cached_at: 0,
                 span_pages: l.span_pages,
@@ -176,6 +177,7 @@ impl<P: PageSource> PageLayer<P> {
         self.counts.huge_pages += l.span_pages;
         self.note_peak();
         self.usage.alloc(size, end - l.first_page, 1);
+        self.note_live_peak(map);
         self.tick();
         NonNull::new(p)
     }
