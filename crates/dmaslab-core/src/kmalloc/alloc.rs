@@ -182,10 +182,9 @@ impl<P: PageSource> Kmalloc<P> {
                 if expect.is_some_and(|e| e != cache) {
                     return Err(FreeError::WrongCache(addr));
                 }
+                // SAFETY: just located in a live slab of `cache` at `base`.
                 if self.keeps_live_flags(cache as usize)
-                    && (self.object_start_of(cache, addr.wrapping_sub(base)).is_none()
-                        // SAFETY: an object start of a live slab of `cache`.
-                        || !unsafe { self.take_live(cache as usize, ptr) })
+                    && !unsafe { self.take_live_located(cache, base, ptr) }
                 {
                     // Not an object, or one that is not out: nothing changes.
                     return Err(FreeError::InvalidPointer(addr));

@@ -186,6 +186,18 @@ impl<P: PageSource> Kmalloc<P> {
             && unsafe { self.live_flag(x, p) }.is_some_and(|f| f.load(Ordering::Relaxed) != 0)
     }
 
+    /// [`take_live`](Self::take_live) for `p`, located in a live slab of `cache` at `base`, if it
+    /// is an object start there (false if not).
+    ///
+    /// # Safety
+    /// As for [`take_live`](Self::take_live), but `p` need only be located.
+    pub(super) unsafe fn take_live_located(&self, cache: u16, base: usize, p: *const u8) -> bool {
+        self.object_start_of(cache, (p as usize).wrapping_sub(base))
+            .is_some()
+            // SAFETY: an object start of a live slab of `cache`.
+            && unsafe { self.take_live(cache as usize, p) }
+    }
+
     /// [`take_live`](Self::take_live) for `ptrs` of cache `x`, in order, up to the first that
     /// is not an object start of a live slab of `x` or not out: returns how many were taken.
     ///
@@ -197,11 +209,10 @@ impl<P: PageSource> Kmalloc<P> {
         }
         for (n, &p) in ptrs.iter().enumerate() {
             let ok = match self.locate(p as usize) {
-                Loc::Slab { cache, base, .. } if cache as usize == x => {
-                    self.object_start_of(cache, (p as usize).wrapping_sub(base)).is_some()
-                        // SAFETY: an object start of a live slab of cache `x`, just located.
-                        && unsafe { self.take_live(x, p) }
-                }
+                // SAFETY: just located in a live slab of cache `x` at `base`.
+                Loc::Slab { cache, base, .. } if cache as usize == x => unsafe {
+                    self.take_live_located(cache, base, p)
+                },
                 _ => false,
             };
             if !ok {
