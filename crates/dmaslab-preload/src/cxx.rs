@@ -31,19 +31,35 @@ static NEXT_NEW_ARRAY_ALIGNED: AtomicUsize = AtomicUsize::new(0);
 
 /// Defines a throwing `operator new`: `$imp(args..., site)` allocates; on null the trampoline
 /// jumps to the address in `$next` with the original arguments (see the module's text).
-/// `$imp` returns null only after storing a callable address in `$next`.
+/// `$imp` returns null only after storing a callable address in `$next`. Exported as `$name`,
+/// or (with `miss of $entry`) the miss of `$entry`'s inline fast path, reached by a tail jump;
+/// as in `site_trampoline!`, a return address inside `$entry` (a build that calls instead)
+/// passes site 0, "unknown".
 macro_rules! new_trampoline {
     ($name:ident($($a:ident: $t:ty),*) => $imp:ident, $next:ident, $x86:literal, [$($save:literal),*], [$($restore:literal),*]) => {
+        new_trampoline!(@def [#[unsafe(no_mangle)] pub] $name, $name($($a: $t),*) => $imp, $next, $x86, [$($save),*], [$($restore),*]);
+    };
+    (miss of $entry:ident: $name:ident($($a:ident: $t:ty),*) => $imp:ident, $next:ident, $x86:literal, [$($save:literal),*], [$($restore:literal),*]) => {
+        new_trampoline!(@def [] $entry, $name($($a: $t),*) => $imp, $next, $x86, [$($save),*], [$($restore),*]);
+    };
+    (@def [$($vis:tt)*] $entry:ident, $name:ident($($a:ident: $t:ty),*) => $imp:ident, $next:ident, $x86:literal, [$($save:literal),*], [$($restore:literal),*]) => {
         /// A throwing `operator new` (see the module's text).
         ///
         /// # Safety
         /// None beyond C++'s.
         #[cfg(target_arch = "x86_64")]
         #[unsafe(naked)]
-        #[unsafe(no_mangle)]
-        pub unsafe extern "C" fn $name($($a: $t),*) -> *mut c_void {
+        $($vis)* unsafe extern "C" fn $name($($a: $t),*) -> *mut c_void {
             core::arch::naked_asm!(
                 concat!("mov ", $x86, ", qword ptr [rsp]"),
+                // rax and rcx are scratch and not arguments: a site inside `$entry` is 0.
+                "mov rax, qword ptr [rip + {entry}@GOTPCREL]",
+                concat!("mov rcx, ", $x86),
+                "sub rcx, rax",
+                "cmp rcx, 65536",
+                "jae 3f",
+                concat!("xor ", $x86, ", ", $x86),
+                "3:",
                 // Keep the arguments for the failure branch; the pushes also realign the
                 // stack to 16 bytes for the call.
                 $($save,)*
@@ -55,6 +71,7 @@ macro_rules! new_trampoline {
                 "2:",
                 "mov rax, qword ptr [rip + {next}@GOTPCREL]",
                 "jmp qword ptr [rax]",
+                entry = sym $entry,
                 imp = sym $imp,
                 next = sym $next,
             )
@@ -64,13 +81,32 @@ macro_rules! new_trampoline {
         /// # Safety
         /// None beyond C++'s.
         #[cfg(not(target_arch = "x86_64"))]
-        #[unsafe(no_mangle)]
-        pub unsafe extern "C" fn $name($($a: $t),*) -> *mut c_void {
+        $($vis)* unsafe extern "C" fn $name($($a: $t),*) -> *mut c_void {
             let p = $imp($($a,)* 0);
             if p.is_null() {
                 out_of_memory(new_size!($($a),*));
             }
             p
+        }
+    };
+}
+
+/// Defines a throwing `operator new` of a plain size with the thread's magazine inline, as in
+/// `malloc`; its miss is `$miss`, a `new_trampoline!` the fast path tail-jumps to.
+macro_rules! new_with_fast_path {
+    ($name:ident => $miss:ident) => {
+        /// A throwing `operator new` (see the module's text): the thread's magazine when it
+        /// can, else the heap's whole path.
+        ///
+        /// # Safety
+        /// None beyond C++'s.
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name(size: usize) -> *mut c_void {
+            match fast_malloc(size) {
+                Some(p) => p.as_ptr().cast(),
+                // SAFETY: none beyond C++'s.
+                None => unsafe { $miss(size) },
+            }
         }
     };
 }
@@ -83,8 +119,10 @@ macro_rules! new_size {
     };
 }
 
-new_trampoline!(_Znwm(size: usize) => new_at, NEXT_NEW, "rsi", ["push rdi"], ["pop rdi"]);
-new_trampoline!(_Znam(size: usize) => new_array_at, NEXT_NEW_ARRAY, "rsi", ["push rdi"], ["pop rdi"]);
+new_with_fast_path!(_Znwm => new_miss);
+new_with_fast_path!(_Znam => new_array_miss);
+new_trampoline!(miss of _Znwm: new_miss(size: usize) => new_at, NEXT_NEW, "rsi", ["push rdi"], ["pop rdi"]);
+new_trampoline!(miss of _Znam: new_array_miss(size: usize) => new_array_at, NEXT_NEW_ARRAY, "rsi", ["push rdi"], ["pop rdi"]);
 new_trampoline!(
     _ZnwmSt11align_val_t(size: usize, align: usize) => new_aligned_at, NEXT_NEW_ALIGNED, "rdx",
     ["push rdi", "push rsi", "sub rsp, 8"], ["add rsp, 8", "pop rsi", "pop rdi"]
@@ -126,17 +164,26 @@ fn plain(size: usize, site: usize) -> *mut c_void {
     if let Some(p) = fast_malloc(size) {
         return p.as_ptr().cast();
     }
+    slow(size, site)
+}
+
+/// The heap's whole path of a plain allocation, traced.
+fn slow(size: usize, site: usize) -> *mut c_void {
     let p = heap().malloc_at(size, site).cast();
     trace::record(trace::MALLOC, size, 0, p);
     p
 }
 
+/// The miss of `_Znwm`'s fast path: the heap's whole path.
+#[cold]
 extern "C" fn new_at(size: usize, site: usize) -> *mut c_void {
-    new_or_next(plain(size, site), size, &NEXT_NEW, b"_Znwm\0")
+    new_or_next(slow(size, site), size, &NEXT_NEW, b"_Znwm\0")
 }
 
+/// The miss of `_Znam`'s fast path.
+#[cold]
 extern "C" fn new_array_at(size: usize, site: usize) -> *mut c_void {
-    new_or_next(plain(size, site), size, &NEXT_NEW_ARRAY, b"_Znam\0")
+    new_or_next(slow(size, site), size, &NEXT_NEW_ARRAY, b"_Znam\0")
 }
 
 extern "C" fn new_aligned_at(size: usize, align: usize, site: usize) -> *mut c_void {
@@ -239,27 +286,42 @@ delete_is_free! {
     _ZdaPvSt11align_val_tRKSt9nothrow_t(align: usize, nt: *const c_void);
 }
 
-with_site! {
+/// Defines a sized free with the thread's magazine inline (as `free`), its miss going to
+/// `$miss`, a `site_trampoline!` to [`sized_slow_at`].
+macro_rules! sized_free_with_fast_path {
+    ($(#[$m:meta])* $name:ident => $miss:ident) => {
+        $(#[$m])*
+        ///
+        /// # Safety
+        /// `p` is null or a live allocation of this library of `size` bytes.
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name(p: *mut c_void, size: usize) {
+            // Normal mode checks the size only where the free misses the thread's magazine
+            // (module text of dmaslab's sized_free.rs: on the fast path the check doubled a
+            // pair's time).
+            // SAFETY: the caller gives `p` up.
+            if unsafe { fast_free(p.cast()) } {
+                return;
+            }
+            // SAFETY: as above.
+            unsafe { $miss(p, size) }
+        }
+        site_trampoline!($name: $miss(p: *mut c_void, size: usize) => sized_slow_at, "rdx");
+    };
+}
+
+sized_free_with_fast_path!(
     /// `operator delete(void*, size_t)`: checked against the object's class.
-    ///
-    /// # Safety
-    /// `p` is null or a live allocation of this library of `size` bytes.
-    fn _ZdlPvm(p: *mut c_void, size: usize) => sized_free_at, "rdx"
-}
-with_site! {
+    _ZdlPvm => sized_delete_miss
+);
+sized_free_with_fast_path!(
     /// `operator delete[](void*, size_t)`: checked against the object's class.
-    ///
-    /// # Safety
-    /// As for [`_ZdlPvm`].
-    fn _ZdaPvm(p: *mut c_void, size: usize) => sized_free_at, "rdx"
-}
-with_site! {
+    _ZdaPvm => sized_delete_array_miss
+);
+sized_free_with_fast_path!(
     /// C23 `free_sized(3)`: checked against the object's class.
-    ///
-    /// # Safety
-    /// As for [`_ZdlPvm`].
-    fn free_sized(p: *mut c_void, size: usize) => sized_free_at, "rdx"
-}
+    free_sized => free_sized_miss
+);
 with_site! {
     /// `operator delete(void*, size_t, std::align_val_t)`: checked against the object's class.
     ///
@@ -284,11 +346,17 @@ with_site! {
     fn free_aligned_sized(p: *mut c_void, align: usize, size: usize) => aligned_sized_free_at, "rcx"
 }
 
+/// The miss of a sized free's fast path: the heap's whole path, checked.
+///
 /// # Safety
 /// As for [`_ZdlPvm`].
-unsafe extern "C" fn sized_free_at(p: *mut c_void, size: usize, site: usize) {
-    // SAFETY: forwarded.
-    unsafe { sized_aligned_free_at(p, size, 1, site) }
+#[cold]
+unsafe extern "C" fn sized_slow_at(p: *mut c_void, size: usize, site: usize) {
+    if !p.is_null() {
+        trace::record(trace::FREE, 0, p as usize, core::ptr::null_mut());
+    }
+    // SAFETY: the caller's contract.
+    unsafe { heap().free_sized_at(p.cast(), size, 1, site) }
 }
 
 /// # Safety

@@ -152,9 +152,6 @@ with_site! {
     fn pvalloc(size: usize) -> *mut c_void => pvalloc_at, "rsi"
 }
 
-// After `with_site!`, which it uses: C++ `operator new`/`delete`, `free_sized`.
-mod cxx;
-
 /// Defines `$name`, the naked tail of an exported fast path's miss (`malloc`, `free`): it
 /// passes its return address as the extra last argument (register `$x86`) of `$imp`. The fast
 /// path reaches it by a tail jump, so that address is the fast path's caller. Should a build
@@ -190,6 +187,10 @@ macro_rules! site_trampoline {
         }
     };
 }
+
+// After `with_site!` and `site_trampoline!`, which it uses: C++ `operator new`/`delete`,
+// `free_sized`.
+mod cxx;
 
 /// `malloc(3)`: the thread's magazine when it can ([`fast_malloc`]; no errno, no trace hook:
 /// tracing turns magazines off), else the whole path.
