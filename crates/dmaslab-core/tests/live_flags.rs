@@ -183,3 +183,43 @@ fn a_free_without_memory_for_a_magazine_is_still_a_free() {
     clean(&k);
     all_back(&k);
 }
+
+/// The recent object (the one a lock-free free just put aside for the next allocation) keeps
+/// its live flag, so that a pair stores none: every other free of it must still be refused —
+/// through the CPU cache (its freed-object tag), the thread-less slab path, and after it went
+/// into a magazine behind a later free.
+#[test]
+fn a_free_of_the_recent_object_is_refused_on_every_path() {
+    each_size(|k, cc, size| {
+        let x = k.cpu_class(size, Gfp::KERNEL);
+        assert_ne!(x, NO_CLASS);
+        // SAFETY: `cc` is used with `k` only; `p` and `q` are freed once correctly, then misused.
+        unsafe {
+            // A free through the full path first: it loads a magazine and the segment hint
+            // the lock-free path needs.
+            let w = cpu_alloc(k, cc, size);
+            k.kfree_cpu(cc, w, 0).unwrap();
+            let p = cpu_alloc(k, cc, size);
+            let q = cpu_alloc(k, cc, size);
+            assert!(k.kfree_fast(cc, p), "size {size}: p becomes the recent object");
+            assert!(!k.kfree_fast(cc, p), "the fast path leaves a second free to the full one");
+            assert!(refused(k.kfree_cpu(cc, p, 0), p), "size {size}");
+            assert!(refused(k.kfree(p), p), "size {size}: thread-less free of the recent object");
+            clean(k);
+            // A pair of the recent object: handed out again, freed again, correctly.
+            assert_eq!(k.kmalloc_fast(cc, x).map(|n| n.as_ptr()), Some(p));
+            assert!(k.kfree_fast(cc, p));
+            // `q`'s free pushes `p` into its magazine: `p` gives its flag up there.
+            assert!(k.kfree_fast(cc, q));
+            assert!(refused(k.kfree(p), p), "size {size}: p in a magazine");
+            assert!(refused(k.kfree(q), q), "size {size}: q is the recent object now");
+            clean(k);
+            // Nothing was taken in: two allocations are the two objects, once each.
+            let (a, b) = (cpu_alloc(k, cc, size), cpu_alloc(k, cc, size));
+            assert_ne!(a, b);
+            assert!([a, b].contains(&p) && [a, b].contains(&q));
+            k.kfree_cpu(cc, a, 0).unwrap();
+            k.kfree_cpu(cc, b, 0).unwrap();
+        }
+    });
+}
