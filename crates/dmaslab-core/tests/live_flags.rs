@@ -201,10 +201,19 @@ fn a_free_of_the_recent_object_is_refused_on_every_path() {
             k.kfree_cpu(cc, w, 0).unwrap();
             let p = cpu_alloc(k, cc, size);
             let q = cpu_alloc(k, cc, size);
-            assert!(k.kfree_fast(cc, p), "size {size}: p becomes the recent object");
-            assert!(!k.kfree_fast(cc, p), "the fast path leaves a second free to the full one");
+            assert!(
+                k.kfree_fast(cc, p),
+                "size {size}: p becomes the recent object"
+            );
+            assert!(
+                !k.kfree_fast(cc, p),
+                "the fast path leaves a second free to the full one"
+            );
             assert!(refused(k.kfree_cpu(cc, p, 0), p), "size {size}");
-            assert!(refused(k.kfree(p), p), "size {size}: thread-less free of the recent object");
+            assert!(
+                refused(k.kfree(p), p),
+                "size {size}: thread-less free of the recent object"
+            );
             clean(k);
             // A pair of the recent object: handed out again, freed again, correctly.
             assert_eq!(k.kmalloc_fast(cc, x).map(|n| n.as_ptr()), Some(p));
@@ -212,7 +221,10 @@ fn a_free_of_the_recent_object_is_refused_on_every_path() {
             // `q`'s free pushes `p` into its magazine: `p` gives its flag up there.
             assert!(k.kfree_fast(cc, q));
             assert!(refused(k.kfree(p), p), "size {size}: p in a magazine");
-            assert!(refused(k.kfree(q), q), "size {size}: q is the recent object now");
+            assert!(
+                refused(k.kfree(q), q),
+                "size {size}: q is the recent object now"
+            );
             clean(k);
             // Nothing was taken in: two allocations are the two objects, once each.
             let (a, b) = (cpu_alloc(k, cc, size), cpu_alloc(k, cc, size));

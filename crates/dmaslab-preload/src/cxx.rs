@@ -51,15 +51,7 @@ macro_rules! new_trampoline {
         #[unsafe(naked)]
         $($vis)* unsafe extern "C" fn $name($($a: $t),*) -> *mut c_void {
             core::arch::naked_asm!(
-                concat!("mov ", $x86, ", qword ptr [rsp]"),
-                // rax and rcx are scratch and not arguments: a site inside `$entry` is 0.
-                "mov rax, qword ptr [rip + {entry}@GOTPCREL]",
-                concat!("mov rcx, ", $x86),
-                "sub rcx, rax",
-                "cmp rcx, 65536",
-                "jae 3f",
-                concat!("xor ", $x86, ", ", $x86),
-                "3:",
+                site_or_zero!($x86),
                 // Keep the arguments for the failure branch; the pushes also realign the
                 // stack to 16 bytes for the call.
                 $($save,)*

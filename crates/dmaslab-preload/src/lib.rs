@@ -157,24 +157,41 @@ with_site! {
 /// path reaches it by a tail jump, so that address is the fast path's caller. Should a build
 /// reach it by a call instead (an unoptimised one, whose fast path has a frame), the address
 /// lies inside `$entry` itself, and the site passed is 0, "unknown".
+/// The start of a site trampoline: its return address into register `$x86`, or 0 where that
+/// address lies within 64 KiB after `{entry}` (a call from the fast path itself, not a tail
+/// jump: 64 KiB is more than any build of the fast path, unoptimised `free` is 4.4 KiB, and
+/// less than the library's code that follows it, so no caller outside the library is taken for
+/// a call from inside). Uses rax and rcx, scratch in the C ABI and no trampoline's arguments.
+macro_rules! site_or_zero {
+    ($x86:literal) => {
+        concat!(
+            "mov ",
+            $x86,
+            ", qword ptr [rsp]\n",
+            "mov rax, qword ptr [rip + {entry}@GOTPCREL]\n",
+            "mov rcx, ",
+            $x86,
+            "\n",
+            "sub rcx, rax\n",
+            "cmp rcx, 65536\n",
+            "jae 3f\n",
+            "xor ",
+            $x86,
+            ", ",
+            $x86,
+            "\n",
+            "3:"
+        )
+    };
+}
+
 macro_rules! site_trampoline {
     ($entry:ident: $name:ident($($a:ident: $t:ty),*) $(-> $r:ty)? => $imp:ident, $x86:literal) => {
         #[cfg(target_arch = "x86_64")]
         #[unsafe(naked)]
         unsafe extern "C" fn $name($($a: $t),*) $(-> $r)? {
-            // rax and rcx are free: scratch in the C ABI and not arguments of `$imp`.
             core::arch::naked_asm!(
-                concat!("mov ", $x86, ", qword ptr [rsp]"),
-                "mov rax, qword ptr [rip + {entry}@GOTPCREL]",
-                concat!("mov rcx, ", $x86),
-                "sub rcx, rax",
-                // 64 KiB: more than any build of the fast path (unoptimised, `free` is 4.4
-                // KiB) and less than the library's code that follows it, so no caller outside
-                // the library is taken for a call from inside.
-                "cmp rcx, 65536",
-                "jae 2f",
-                concat!("xor ", $x86, ", ", $x86),
-                "2:",
+                site_or_zero!($x86),
                 "jmp {imp}",
                 entry = sym $entry,
                 imp = sym $imp,
