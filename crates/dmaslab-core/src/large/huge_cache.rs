@@ -71,7 +71,12 @@ impl<P: PageSource> PageLayer<P> {
     /// most [`HUGE_CACHE_BYTES`]. So the cache never raises the peak of memory held by much:
     /// it fills while the program holds less than it once did and shrinks as it grows again.
     fn huge_cache_cap(&self) -> usize {
-        let spare = self.huge_cache.live_peak.saturating_sub(self.usage.in_use);
+        self.cap_with_live(self.usage.in_use)
+    }
+
+    /// [`huge_cache_cap`](Self::huge_cache_cap) were `live` bytes in use.
+    fn cap_with_live(&self, live: usize) -> usize {
+        let spare = self.huge_cache.live_peak.saturating_sub(live);
         (spare + HUGE_CACHE_SLACK_BYTES).min(HUGE_CACHE_BYTES)
     }
 
@@ -84,16 +89,19 @@ impl<P: PageSource> PageLayer<P> {
     /// May a cached segment handing out `len` bytes keep `tail` resident bytes past them? Only
     /// if the cache's bound still holds once the object counts as live.
     fn keeps_tail(&self, len: usize, tail: usize) -> bool {
-        let live = self.usage.in_use + len;
-        let peak = self.huge_cache.live_peak.max(live);
-        let cap = (peak - live + HUGE_CACHE_SLACK_BYTES).min(HUGE_CACHE_BYTES);
-        self.cache_held() + tail <= cap
+        self.cache_held() + tail <= self.cap_with_live(self.usage.in_use + len)
     }
 
     /// Records a new peak of live large bytes, and gives back cached segments beyond the cap.
     pub(crate) fn note_live_peak(&mut self, map: &SegmentMap) {
         let c = &mut self.huge_cache;
         c.live_peak = c.live_peak.max(self.usage.in_use);
+        self.trim_huge_cache(map);
+    }
+
+    /// Gives back the oldest cached segments while the cache and the kept tails are over the
+    /// cap.
+    fn trim_huge_cache(&mut self, map: &SegmentMap) {
         while self.huge_cache.len > 0 && self.cache_held() > self.huge_cache_cap() {
             let old = self.huge_cache.remove(0);
             // SAFETY: just taken off the cache.
@@ -315,10 +323,7 @@ impl<P: PageSource> PageLayer<P> {
                 c.len += 1;
                 c.pages += (*info).span_pages;
                 self.counts.cached_huge_pages += (*info).span_pages;
-                while self.huge_cache.len > 0 && self.cache_held() > self.huge_cache_cap() {
-                    let old = self.huge_cache.remove(0);
-                    self.uncache(map, old);
-                }
+                self.trim_huge_cache(map);
             } else {
                 self.release_huge(map, seg);
             }
