@@ -6,6 +6,8 @@
 #                                           # a random order, both again on the recycled memory
 #   scripts/c-loops.sh placement [LIB ...]  # 10 M pairs of malloc(8), a byte write and free,
 #                                           # after allocating k objects so the reused one moves
+#   scripts/c-loops.sh sizes [LIB ...]      # 20 M such pairs of malloc(s), s = 64 B .. 8 KiB,
+#                                           # best of 3 (the live flags' cost from 2 KiB)
 # Default LIBs: libdmaslab.so and the Debian peers. Needs cc and a release build of
 # libdmaslab.so (scripts/bench.sh builds it).
 set -e
@@ -67,7 +69,7 @@ int main(int argc, char **argv) {
 }
 EOF
   ;;
-placement)
+placement | sizes)
   cat >"$dir/loop.c" <<'EOF'
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,7 +83,7 @@ static double now(void) {
 
 int main(int argc, char **argv) {
     int n = atoi(argv[1]), k = atoi(argv[2]);
-    volatile size_t size = 8;
+    volatile size_t size = argc > 3 ? (size_t)atol(argv[3]) : 8;
     void **held = malloc((k + 1) * sizeof *held);
     for (int j = 0; j < k; j++)
         held[j] = malloc(size);
@@ -94,8 +96,8 @@ int main(int argc, char **argv) {
     }
     double t1 = now();
     char *p = malloc(size);
-    printf("k=%-4d object at page offset 0x%03lx: %.2f ns/pair\n", k,
-           (unsigned long)p & 0xfff, (t1 - t0) / n);
+    printf("size=%-5zu k=%-4d object at page offset 0x%03lx: %.2f ns/pair\n", (size_t)size,
+           k, (unsigned long)p & 0xfff, (t1 - t0) / n);
     free(p);
     for (int j = 0; j < k; j++)
         free(held[j]);
@@ -105,7 +107,7 @@ int main(int argc, char **argv) {
 EOF
   ;;
 *)
-  echo "scripts/c-loops.sh: unknown program '$what' (phases or placement)" >&2
+  echo "scripts/c-loops.sh: unknown program '$what' (phases, placement or sizes)" >&2
   exit 2
   ;;
 esac
@@ -126,6 +128,13 @@ for lib in "$@"; do
   placement)
     for k in 0 1 2 3 4 8 16 64 200; do
       LD_PRELOAD="$lib" "$dir/loop" 10000000 "$k"
+    done
+    ;;
+  sizes)
+    for size in 64 1024 2048 4096 8192; do
+      for run in 1 2 3; do
+        LD_PRELOAD="$lib" "$dir/loop" 20000000 0 "$size"
+      done | sort -t: -k2 -n | head -1
     done
     ;;
   esac

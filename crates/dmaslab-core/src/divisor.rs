@@ -26,7 +26,14 @@ impl Divisor {
     /// Does the divisor divide `off`?
     #[inline(always)]
     pub(crate) fn divides(self, off: usize) -> bool {
-        off.wrapping_mul(self.inv).rotate_right(self.shift) <= self.lim
+        self.exact_quotient(off).is_some()
+    }
+
+    /// `off / d` when the divisor divides `off`, else `None`.
+    #[inline(always)]
+    pub(crate) fn exact_quotient(self, off: usize) -> Option<usize> {
+        let q = off.wrapping_mul(self.inv).rotate_right(self.shift);
+        (q <= self.lim).then_some(q)
     }
 }
 
@@ -61,6 +68,8 @@ mod tests {
                 .chain([1 << 21, (1 << 21) - 8, usize::MAX - 7])
             {
                 assert_eq!(dv.divides(off), off % d == 0, "{off} % {d}");
+                let q = (off % d == 0).then_some(off / d);
+                assert_eq!(dv.exact_quotient(off), q, "{off} / {d}");
             }
         }
     }

@@ -30,6 +30,7 @@ use crate::kmem_cache::FreeError;
 use crate::magazine::{Magazine, Take};
 use crate::page_source::PageSource;
 use crate::policy::Gfp;
+use crate::segment::PageDesc;
 use core::ptr::{self, NonNull};
 
 mod slow;
@@ -193,13 +194,13 @@ impl<P: PageSource> Kmalloc<P> {
     /// As for [`kfree_cpu`](Self::kfree_cpu).
     #[inline(always)]
     pub unsafe fn kfree_fast(&self, cc: &mut CpuCache, p: *mut u8) -> bool {
-        let Some(id) = self.cache_of_if_hinted(p, &cc.seg_hint) else {
+        let Some(o) = self.slab_object_if_hinted(p, &cc.seg_hint) else {
             return false;
         };
-        let x = id.index();
+        let x = o.cache.index();
         if self.keeps_live_flags(x) {
-            // SAFETY: as the caller promises; `x` is `p`'s cache.
-            return unsafe { self.kfree_fast_live(cc, p, x) };
+            // SAFETY: as the caller promises; `o` is `p`, just found.
+            return unsafe { self.kfree_fast_live(cc, p, x, o.head, o.index) };
         }
         // SAFETY: as above.
         unsafe { self.kfree_fast_push(cc, p, x) }
@@ -212,10 +213,17 @@ impl<P: PageSource> Kmalloc<P> {
     /// # Safety
     /// As for [`kfree_fast_push`](Self::kfree_fast_push).
     #[inline(never)]
-    unsafe fn kfree_fast_live(&self, cc: &mut CpuCache, p: *mut u8, x: usize) -> bool {
+    unsafe fn kfree_fast_live(
+        &self,
+        cc: &mut CpuCache,
+        p: *mut u8,
+        x: usize,
+        head: *const PageDesc,
+        index: usize,
+    ) -> bool {
         // SAFETY: as the caller promises.
         unsafe {
-            if !self.take_live(x, p) {
+            if !self.take_live_found(head, index) {
                 return false;
             }
             if self.kfree_fast_push(cc, p, x) {

@@ -11,12 +11,14 @@
 //! object — frees an object that is out, by its own pointer: no per-object state tells it from
 //! its owner's free.)
 //!
-//! Where: one byte per object in the buddy-link pointers of the slab's tail page descriptors
-//! (16 per descriptor; [`tail_flag`]), which a slab tail does not otherwise use, so the flags
-//! cost no memory and the geometry does not move. Only kmalloc caches of [`LIVE_MIN_SIZE`]
-//! (2 KiB) and more keep them (order-3 slabs of 4 to 16 objects on 4 KiB pages), on 64-bit
-//! targets. Smaller classes stay without. Debug mode keeps a record per object instead and
-//! has no flags.
+//! Where: one byte per object in the buddy-link pointers of the slab's first tail page
+//! descriptor ([`tail_flag`]; 16 bytes, a slab of such a class has 4 to 16 objects), which a
+//! slab tail does not otherwise use, so the flags cost no memory and the geometry does not
+//! move. Only kmalloc caches of [`LIVE_MIN_SIZE`] (2 KiB) and more keep them, on 64-bit
+//! targets: their sizes are powers of two, so a flag's place is a mask and a shift of the
+//! object's address at allocation, and the free path takes it from the head descriptor and
+//! index its lookup found ([`SlabObject`]). Smaller classes stay without. Debug mode keeps a
+//! record per object instead and has no flags.
 //!
 //! A byte, not a bit: each flag is written with a plain byte store (no locked read-modify-write:
 //! neighbours' flags are other bytes), so a pair pays a few loads and stores. Relaxed suffices:
@@ -30,26 +32,20 @@ use super::*;
 /// Flags kept in one tail page descriptor: the bytes of its buddy link's two pointers.
 pub(crate) const FLAGS_PER_DESC: usize = 16;
 
-/// Flag `j` (< [`FLAGS_PER_DESC`]) of slab tail descriptor `d`: a byte of its buddy link's
-/// `next` (0..8) or `prev` (8..16) pointer, which a slab tail does not use. The page layer
-/// clears both pointers (non-atomic stores) when the page becomes a slab tail; while the slab
-/// lives they are read and written only as these bytes (so no atomic access of another size
-/// ever meets them), and the buddy writes them again only once the slab is gone.
+/// Flag `k` (< [`FLAGS_PER_DESC`]) of slab tail descriptor `d`: byte `k` of its buddy link's
+/// `next` and `prev` pointers (`BuddyLink` is `repr(C)`, the two pointers first), which a slab
+/// tail does not use. The page layer clears both pointers (non-atomic stores) when the page
+/// becomes a slab tail; while the slab lives they are read and written only as these bytes (so
+/// no atomic access of another size ever meets them), and the buddy writes them again only
+/// once the slab is gone.
 ///
 /// # Safety
 /// `d` is a tail descriptor of a live slab whose cache keeps live flags.
 #[inline(always)]
-pub(crate) unsafe fn tail_flag<'a>(d: *const PageDesc, j: usize) -> &'a AtomicU8 {
-    // SAFETY: as the caller promises; both pointers are 8 bytes on 64-bit targets (the flags'
-    // caches are set up only where they are, see `live_mask_of`).
-    unsafe {
-        let word = if j < 8 {
-            (&raw const (*d).link.next).cast::<AtomicU8>()
-        } else {
-            (&raw const (*d).link.prev).cast::<AtomicU8>()
-        };
-        &*word.add(j % 8)
-    }
+pub(crate) unsafe fn tail_flag<'a>(d: *const PageDesc, k: usize) -> &'a AtomicU8 {
+    // SAFETY: as the caller promises; the two pointers are 16 bytes on 64-bit targets (the
+    // flags' caches are set up only where they are, see `live_mask_of`), `k` below that.
+    unsafe { &*(&raw const (*d).link).cast::<AtomicU8>().add(k) }
 }
 /// The smallest object size whose cache keeps live flags. Below, a pair would pay the flag's
 /// address computation (a 4 KiB pair takes about twice a small one's instructions), and
@@ -57,9 +53,9 @@ pub(crate) unsafe fn tail_flag<'a>(d: *const PageDesc, j: usize) -> &'a AtomicU8
 pub(crate) const LIVE_MIN_SIZE: usize = 2048;
 
 impl<P: PageSource> Kmalloc<P> {
-    /// The caches that keep live flags under `config`: kmalloc caches (never destroyed) of at
-    /// least [`LIVE_MIN_SIZE`] whose slabs have a tail descriptor per [`FLAGS_PER_DESC`]
-    /// objects, on 64-bit targets; none in debug mode.
+    /// The caches that keep live flags under `config`: kmalloc caches (never destroyed) of a
+    /// power-of-two size of at least [`LIVE_MIN_SIZE`] whose slabs have a tail page and at most
+    /// [`FLAGS_PER_DESC`] objects, on 64-bit targets; none in debug mode.
     pub(super) fn live_mask_of(&mut self) -> u64 {
         if self.config.debug {
             return 0;
@@ -70,11 +66,17 @@ impl<P: PageSource> Kmalloc<P> {
                 continue;
             }
             let c = self.caches[id as usize].get_mut();
-            let tails = (1usize << c.order) - 1;
             let wide = core::mem::size_of::<*mut u8>() == 8;
-            if wide && c.size >= LIVE_MIN_SIZE && c.objects <= tails * FLAGS_PER_DESC {
+            let slab = 1usize << (self.page_shift + c.order);
+            if wide
+                && c.size >= LIVE_MIN_SIZE
+                && c.size.is_power_of_two()
+                && c.order >= 1
+                && c.objects == slab / c.size
+                && c.objects <= FLAGS_PER_DESC
+            {
                 c.live_flags = true;
-                self.live_objects[id as usize] = c.objects as u8;
+                self.live_slab_mask[id as usize] = slab - 1;
                 mask |= 1 << id;
             }
         }
@@ -87,34 +89,36 @@ impl<P: PageSource> Kmalloc<P> {
         (self.live_mask >> (x & (MAX_CACHES - 1))) & 1 != 0
     }
 
-    /// The live flag of the object at `p` of cache `x`, `None` for no object (the start of
-    /// the slack past a slab's last object passes the stride test; such a "free" finds
-    /// nothing out and is refused).
+    /// The live flag of the object at `p` of cache `x`, found from `p`'s bits alone: a flagged
+    /// cache's stride is a power of two and its slabs are buddy blocks of its order, aligned to
+    /// their size (`buddy.rs`), so the slab's head page and the object's index are masks and
+    /// shifts of `p`, and every flag of a slab sits in its first tail descriptor. Without a
+    /// load of the head from a descriptor, and in few instructions: a pair of 2 KiB and more
+    /// pays this address twice.
     ///
     /// # Safety
     /// `x` keeps live flags and `p` is an object start of a live slab of cache `x`.
     #[inline(always)]
-    unsafe fn live_flag(&self, x: usize, p: *const u8) -> Option<&AtomicU8> {
+    unsafe fn live_flag(&self, x: usize, p: *const u8) -> &AtomicU8 {
         let addr = p as usize;
-        let h = (addr & !((1usize << self.seg_shift) - 1)) as *mut SegmentHeader;
-        let i = SegmentHeader::page_index(h, addr, self.page_shift);
-        // SAFETY: `p` lies in a live slab of a normal segment (caller): its page's descriptor
-        // names the slab's head, and the slab has the tail descriptors the flags need (the
-        // cache keeps live flags).
+        let x = x & (MAX_CACHES - 1);
+        let slab_mask = self.live_slab_mask[x];
+        let h = addr & !((1usize << self.seg_shift) - 1);
+        let head = ((addr & !slab_mask) - h) >> self.page_shift;
+        let k = (addr & slab_mask) >> self.stride_shift[x].load(Ordering::Relaxed);
+        // SAFETY: `p` lies in a live slab of a normal segment at `h` (caller), whose head page
+        // is `head`; its cache keeps live flags, so the slab has a tail page, whose descriptor
+        // holds the flags of its (at most `FLAGS_PER_DESC`) objects (`live_mask_of`).
         unsafe {
-            let hi = (*SegmentHeader::desc_ptr(h, i))
-                .head
-                .load(Ordering::Relaxed) as usize;
-            let base = SegmentHeader::page_ptr(h, hi, self.page_shift) as usize;
-            // The exact quotient of an object start by the stride (see `Divisor`).
-            let shift = self.stride_shift[x].load(Ordering::Relaxed);
-            let inv = self.stride_inv[x].load(Ordering::Relaxed);
-            let k = (addr - base).wrapping_mul(inv).rotate_right(shift);
-            if k >= self.live_objects[x] as usize {
-                return None;
-            }
-            let d = SegmentHeader::desc_ptr(h, hi + 1 + k / FLAGS_PER_DESC);
-            Some(tail_flag(d, k % FLAGS_PER_DESC))
+            let h = h as *mut SegmentHeader;
+            debug_assert_eq!(
+                (*SegmentHeader::desc_ptr(h, (addr - h as usize) >> self.page_shift))
+                    .head
+                    .load(Ordering::Relaxed) as usize,
+                head,
+                "{p:p}: a flagged slab not aligned to its size"
+            );
+            tail_flag(SegmentHeader::desc_ptr(h, head + 1), k)
         }
     }
 
@@ -127,10 +131,9 @@ impl<P: PageSource> Kmalloc<P> {
     pub(crate) unsafe fn mark_live(&self, x: usize, p: *const u8) {
         if self.keeps_live_flags(x) {
             // SAFETY: as the caller promises.
-            if let Some(f) = unsafe { self.live_flag(x, p) } {
-                debug_assert_eq!(f.load(Ordering::Relaxed), 0, "{p:p} handed out twice");
-                f.store(1, Ordering::Relaxed);
-            }
+            let f = unsafe { self.live_flag(x, p) };
+            debug_assert_eq!(f.load(Ordering::Relaxed), 0, "{p:p} handed out twice");
+            f.store(1, Ordering::Relaxed);
         }
     }
 
@@ -154,13 +157,28 @@ impl<P: PageSource> Kmalloc<P> {
     #[inline(never)]
     unsafe fn take_live_flag(&self, x: usize, p: *const u8) -> bool {
         // SAFETY: as the caller promises.
-        match unsafe { self.live_flag(x, p) } {
-            Some(f) if f.load(Ordering::Relaxed) != 0 => {
-                f.store(0, Ordering::Relaxed);
-                true
-            }
-            _ => false,
-        }
+        let f = unsafe { self.live_flag(x, p) };
+        let out = f.load(Ordering::Relaxed) != 0;
+        f.store(0, Ordering::Relaxed);
+        out
+    }
+
+    /// [`take_live`](Self::take_live) of the object `index` of the slab headed by `head`, as the
+    /// free fast path found it (a [`SlabObject`]) in a cache that keeps live flags: the lookup's
+    /// descriptor and index name the flag, without another address computation.
+    ///
+    /// # Safety
+    /// `head` and `index` are a [`SlabObject`]'s, just found, and its cache keeps live flags.
+    #[inline(always)]
+    pub(crate) unsafe fn take_live_found(&self, head: *const PageDesc, index: usize) -> bool {
+        debug_assert!(index < FLAGS_PER_DESC);
+        // SAFETY: `head` heads a live slab of a flagged cache, so its next descriptor is the
+        // slab's first tail, holding the flag of each of its objects; `index` is one of them
+        // (its offset lies inside the slab, which holds `slab / size` objects).
+        let f = unsafe { tail_flag(head.add(1), index) };
+        let out = f.load(Ordering::Relaxed) != 0;
+        f.store(0, Ordering::Relaxed);
+        out
     }
 
     /// [`mark_live`](Self::mark_live) out of line, for a free path that took the bit and then
@@ -182,8 +200,7 @@ impl<P: PageSource> Kmalloc<P> {
     /// As for [`take_live`](Self::take_live).
     pub(crate) unsafe fn is_live(&self, x: usize, p: *const u8) -> bool {
         // SAFETY: as the caller promises.
-        self.keeps_live_flags(x)
-            && unsafe { self.live_flag(x, p) }.is_some_and(|f| f.load(Ordering::Relaxed) != 0)
+        self.keeps_live_flags(x) && unsafe { self.live_flag(x, p) }.load(Ordering::Relaxed) != 0
     }
 
     /// [`take_live`](Self::take_live) for `p`, located in a live slab of `cache` at `base`, if it

@@ -125,13 +125,17 @@ impl<P: PageSource> Kmalloc<P> {
     /// without a probe: the inline part of a free fast path, whose caller retries the whole
     /// lookup on its slow path (which also reports an invalid pointer).
     #[inline(always)]
-    pub(crate) fn cache_of_if_hinted(&self, ptr: *const u8, hint: &SegmentHint) -> Option<CacheId> {
+    pub(crate) fn slab_object_if_hinted(
+        &self,
+        ptr: *const u8,
+        hint: &SegmentHint,
+    ) -> Option<SlabObject> {
         let addr = ptr as usize;
         let seg_addr = addr & !((1usize << self.seg_shift) - 1);
         let seg = hint.holds(addr >> self.seg_shift, seg_addr, self.map.generation())?;
         // SAFETY: the hint's segment was a registered normal segment at this generation and
         // none has been removed since, so it still is; `addr` lies in it.
-        unsafe { self.slab_cache_in(seg.cast(), addr) }
+        unsafe { self.slab_object_in(seg.cast(), addr) }
     }
 
     /// The live normal segment holding `addr`: the hint's while `addr` lies in it and no
@@ -163,17 +167,31 @@ impl<P: PageSource> Kmalloc<P> {
         Some(seg)
     }
 
-    /// The cache whose slab object starts at `addr` in normal segment `h`: one descriptor (the
-    /// page's own: every page of a slab names its cache and head page) and the stride test.
+    /// The cache whose slab object starts at `addr` in normal segment `h`.
     ///
     /// # Safety
-    /// `h` is a live, registered normal segment and `addr` lies in it.
+    /// As for [`slab_object_in`](Self::slab_object_in).
     #[inline(always)]
     pub(super) unsafe fn slab_cache_in(
         &self,
         h: *mut SegmentHeader,
         addr: usize,
     ) -> Option<CacheId> {
+        // SAFETY: as the caller promises.
+        unsafe { self.slab_object_in(h, addr) }.map(|o| o.cache)
+    }
+
+    /// The slab object starting at `addr` in normal segment `h`: one descriptor (the page's
+    /// own: every page of a slab names its cache and head page) and the stride test.
+    ///
+    /// # Safety
+    /// `h` is a live, registered normal segment and `addr` lies in it.
+    #[inline(always)]
+    pub(super) unsafe fn slab_object_in(
+        &self,
+        h: *mut SegmentHeader,
+        addr: usize,
+    ) -> Option<SlabObject> {
         let i = SegmentHeader::page_index(h, addr, self.page_shift);
         // SAFETY: `i` is a page of the segment; every descriptor, 0 included, has a readable
         // kind (`SegmentHeader::init`), and a slab page's cache and head are set with its kind.
@@ -185,13 +203,25 @@ impl<P: PageSource> Kmalloc<P> {
             let cache = (*d).cache.load(Ordering::Relaxed);
             let hi = (*d).head.load(Ordering::Relaxed) as usize;
             let base = SegmentHeader::page_ptr(h, hi, self.page_shift) as usize;
-            self.object_start_of(cache, addr.wrapping_sub(base))
+            let index = self.object_index_of(cache, addr.wrapping_sub(base))?;
+            Some(SlabObject {
+                cache: CacheId(cache),
+                index,
+                head: SegmentHeader::desc_ptr(h, hi),
+            })
         }
     }
 
     /// Is `off` (from its slab's base) the start of an object of cache `cache`? Lock-free.
     #[inline(always)]
     pub(super) fn object_start_of(&self, cache: u16, off: usize) -> Option<CacheId> {
+        self.object_index_of(cache, off).map(|_| CacheId(cache))
+    }
+
+    /// The index in its slab of the object of cache `cache` starting at `off` from the slab's
+    /// base, `None` if none starts there. Lock-free.
+    #[inline(always)]
+    fn object_index_of(&self, cache: u16, off: usize) -> Option<usize> {
         // A slab descriptor names a live cache, whose test is published (see `stride_shift`);
         // the mask only keeps the index in bounds without a branch.
         let i = cache as usize & (MAX_CACHES - 1);
@@ -200,7 +230,7 @@ impl<P: PageSource> Kmalloc<P> {
             inv: self.stride_inv[i].load(Ordering::Relaxed),
             lim: self.stride_lim[i].load(Ordering::Relaxed),
         };
-        d.divides(off).then_some(CacheId(cache))
+        d.exact_quotient(off)
     }
 
     #[inline]

@@ -102,6 +102,15 @@ impl SegmentHint {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct CacheId(u16);
 
+/// An object start found in a slab without a lock (`Kmalloc::slab_object_if_hinted`): its
+/// cache, its index in its slab, and the descriptor of its slab's head page.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SlabObject {
+    pub(crate) cache: CacheId,
+    pub(crate) index: usize,
+    pub(crate) head: *const PageDesc,
+}
+
 impl CacheId {
     /// The index of the cache in the allocator's table.
     pub fn index(self) -> usize {
@@ -241,8 +250,9 @@ pub struct Kmalloc<P: PageSource> {
     depots: [Depot; MAX_CACHES],
     /// Bit `x`: cache `x` keeps live flags (`live.rs`). Set once, when the kmalloc caches are.
     live_mask: u64,
-    /// Per cache keeping live flags, its objects per slab (at most 28); set with `live_mask`.
-    live_objects: [u8; MAX_CACHES],
+    /// Per cache keeping live flags, its slab's bytes less one (`live.rs`); set with
+    /// `live_mask`.
+    live_slab_mask: [usize; MAX_CACHES],
     kmalloc_caches: [u16; MAX_CLASSES],
     dma_caches: [u16; MAX_CLASSES],
     create_lock: SpinLock<()>,
@@ -360,7 +370,7 @@ impl<P: PageSource> Kmalloc<P> {
                 depots.add(i).write(Depot::new());
             }
             addr_of_mut!((*k).live_mask).write(0);
-            addr_of_mut!((*k).live_objects).write([0; MAX_CACHES]);
+            addr_of_mut!((*k).live_slab_mask).write([0; MAX_CACHES]);
             addr_of_mut!((*k).kmalloc_caches).write([NO_CACHE; MAX_CLASSES]);
             addr_of_mut!((*k).dma_caches).write([NO_CACHE; MAX_CLASSES]);
             addr_of_mut!((*k).create_lock).write(SpinLock::new(()));
@@ -387,7 +397,7 @@ impl<P: PageSource> Kmalloc<P> {
             cache_size: _,
             depots: _,
             live_mask: _,
-            live_objects: _,
+            live_slab_mask: _,
             kmalloc_caches: _,
             dma_caches: _,
             create_lock: _,
