@@ -70,7 +70,7 @@ mod static_heap;
 mod stats;
 
 pub use arena::{ArenaError, ArenaPageSource};
-pub use cpu_cache::{CpuCache, NO_CLASS};
+pub use cpu_cache::{CpuCache, NO_CLASS, STASH_BYTES, STASH_MAGS};
 pub use debug::{Finding, FindingKind, POISON_FREE, RED_ZONE};
 pub use kmalloc::{CacheError, CacheId, Kmalloc, Owner, HINT_SLOTS, MAX_CACHES};
 pub use kmem_cache::{Ctor, FreeError};

@@ -7,9 +7,10 @@
 mod common;
 
 use common::{natural_align, region};
+use dmaslab_core::magazine::MAG_MAX;
 use dmaslab_core::{
     ArenaPageSource, CpuCache, FindingKind, FreeError, Gfp, Kmalloc, Owner, Policy,
-    DEFAULT_PAGE_SIZE, HINT_SLOTS, NO_CLASS,
+    DEFAULT_PAGE_SIZE, HINT_SLOTS, NO_CLASS, STASH_BYTES, STASH_MAGS,
 };
 use proptest::prelude::*;
 
@@ -268,7 +269,12 @@ fn remote_frees_come_back_through_the_depot() {
     let mut mem = region(if cfg!(miri) { 2 << 20 } else { 8 << 20 });
     let k = common::kmalloc(&mut mem, Policy::C, 64);
     let (mut a, mut b) = (CpuCache::NEW, CpuCache::NEW);
-    let n = if cfg!(miri) { 200 } else { 2000 };
+    // More than `b`'s loaded, previous and stashed magazines hold.
+    let n = if cfg!(miri) {
+        (4 + STASH_MAGS) * MAG_MAX
+    } else {
+        2000
+    };
     // SAFETY: `a` and `b` are used with `k` only; every object is freed once.
     unsafe {
         let objs: Vec<*mut u8> = (0..n).map(|_| alloc_written(&k, &mut a, 64)).collect();
@@ -279,6 +285,11 @@ fn remote_frees_come_back_through_the_depot() {
         }
         let (full, _, _) = k.depot_counts();
         assert!(full > 0, "b's full magazines went to the depot");
+        assert_eq!(
+            b.stashed_bytes(),
+            0,
+            "b never allocated: it keeps none back"
+        );
         // Once its own magazines are empty, `a` takes b's back before it refills from the slabs.
         let before = k.depot_counts().2;
         let again: Vec<*mut u8> = (0..200).map(|_| alloc_written(&k, &mut a, 64)).collect();
@@ -295,6 +306,69 @@ fn remote_frees_come_back_through_the_depot() {
         }
         k.cpu_cache_flush(&mut a).unwrap();
         k.cpu_cache_flush(&mut b).unwrap();
+    }
+    assert_eq!(k.validate(|f| panic!("{f}")), 0);
+}
+
+/// A burst of a CPU cache's own frees beyond its two magazines stays with it (the stash, up to
+/// `STASH_MAGS` full magazines per class) and its next allocations take those objects back
+/// before the depot's; beyond the stash, full magazines go to the depot.
+#[test]
+fn a_burst_of_own_frees_is_stashed_and_taken_back_first() {
+    let mut mem = region(if cfg!(miri) { 2 << 20 } else { 8 << 20 });
+    let k = common::kmalloc(&mut mem, Policy::C, 64);
+    let (mut a, mut b) = (CpuCache::NEW, CpuCache::NEW);
+    // 64-byte objects: MAG_MAX to a magazine, far below STASH_BYTES for STASH_MAGS of them.
+    const { assert!(STASH_MAGS * MAG_MAX * 64 <= STASH_BYTES) };
+    let held = (2 + STASH_MAGS) * MAG_MAX;
+    // SAFETY: `a` and `b` are used with `k` only; every object is freed once.
+    unsafe {
+        // `b` puts a loaded magazine in the depot, which `a` must not prefer to its own.
+        let theirs: Vec<*mut u8> = (0..3 * MAG_MAX)
+            .map(|_| alloc_written(&k, &mut b, 64))
+            .collect();
+        for &p in &theirs {
+            k.kfree_cpu(&mut b, p, 0).unwrap();
+        }
+        k.cpu_cache_flush(&mut b).unwrap();
+        let depot = k.depot_counts();
+        assert!(depot.0 > 0, "b's magazines are in the depot");
+        let ours: Vec<*mut u8> = (0..held).map(|_| alloc_written(&k, &mut a, 64)).collect();
+        // The refill's leftovers go: `a` holds only what it frees next.
+        k.cpu_cache_flush(&mut a).unwrap();
+        let depot = k.depot_counts();
+        for &p in &ours {
+            k.kfree_cpu(&mut a, p, 0).unwrap();
+        }
+        let (mags, objs) = a.counts();
+        assert_eq!(objs, held, "every free stays in a");
+        assert!(mags >= 2 + STASH_MAGS, "{mags} magazines");
+        assert_eq!(a.stashed_bytes(), STASH_MAGS * MAG_MAX * 64);
+        assert_eq!(
+            k.depot_counts().0,
+            depot.0,
+            "no full magazine of a's went to the depot"
+        );
+        let again: Vec<*mut u8> = (0..held).map(|_| alloc_written(&k, &mut a, 64)).collect();
+        let mut sorted = ours.clone();
+        sorted.sort();
+        assert!(
+            again.iter().all(|p| sorted.binary_search(p).is_ok()),
+            "a took its own objects back first"
+        );
+        assert_eq!(k.depot_counts().0, depot.0, "and left the depot's alone");
+        // Beyond the stash: the excess goes to the depot.
+        let more: Vec<*mut u8> = (0..2 * MAG_MAX)
+            .map(|_| alloc_written(&k, &mut a, 64))
+            .collect();
+        let depot = k.depot_counts();
+        for &p in again.iter().chain(&more) {
+            k.kfree_cpu(&mut a, p, 0).unwrap();
+        }
+        assert!(k.depot_counts().0 > depot.0, "the stash is bounded");
+        assert!(a.stashed_bytes() <= STASH_BYTES);
+        k.cpu_cache_flush(&mut a).unwrap();
+        assert_eq!(a.counts(), (0, 0));
     }
     assert_eq!(k.validate(|f| panic!("{f}")), 0);
 }

@@ -34,6 +34,10 @@ use crate::segment::PageDesc;
 use core::ptr::{self, NonNull};
 
 mod slow;
+mod stash;
+
+use stash::Stash;
+pub use stash::{STASH_BYTES, STASH_MAGS};
 
 /// "No class": the value of [`CpuCache`]'s recent class when it holds no object, and of a size
 /// table entry for a size the per-CPU layer does not serve.
@@ -49,7 +53,8 @@ pub const NO_CLASS: u8 = u8::MAX;
 /// `unsafe` for that reason.
 ///
 /// # Invariants
-/// Each non-null `loaded[i]`/`prev[i]` is a magazine owned by this cache, of cache index `i`;
+/// Each non-null `loaded[i]`/`prev[i]`, and each of `stash`'s of class `i`, is a magazine owned
+/// by this cache, of cache index `i`;
 /// `recent` is a free object of cache `recent_x` owned by this cache, holding its freed-object
 /// tag, or `recent_x` is [`NO_CLASS`] (and `recent` is stale); `seg_hint` holds segments of the bound allocator (see
 /// [`SegmentHint`]); `tag_secret` is the bound allocator's (0 before any `*_cpu` call, when the
@@ -62,6 +67,9 @@ pub struct CpuCache {
     recent: *mut u8,
     recent_x: u8,
     tag_secret: usize,
+    /// Full magazines kept back from the depot for this cache's own allocations (`stash.rs`;
+    /// last: the fast paths' fields stay together).
+    stash: Stash,
 }
 
 // SAFETY: a `CpuCache` owns its magazines and objects; nothing in it is tied to a thread (a
@@ -83,6 +91,7 @@ impl CpuCache {
         recent: ptr::null_mut(),
         recent_x: NO_CLASS,
         tag_secret: 0,
+        stash: Stash::NEW,
     };
 
     /// Has a free through the slow path recorded a segment yet? Until then [`Kmalloc::kfree_fast`]
@@ -141,10 +150,17 @@ impl CpuCache {
         }
     }
 
+    /// Bytes of objects in the stash: full magazines kept back from the depot, at most
+    /// [`STASH_BYTES`].
+    pub fn stashed_bytes(&self) -> usize {
+        self.stash.bytes()
+    }
+
     /// Objects held: (magazines, objects, the recent object included).
     pub fn counts(&self) -> (usize, usize) {
         let mut r = (0, usize::from(self.recent_x != NO_CLASS));
-        for &m in self.loaded.iter().chain(&self.prev) {
+        let stashed = (0..MAX_CACHES).flat_map(|x| self.stash.of(x));
+        for &m in self.loaded.iter().chain(&self.prev).chain(stashed) {
             if !m.is_null() {
                 r.0 += 1;
                 // SAFETY: our magazine (invariant).

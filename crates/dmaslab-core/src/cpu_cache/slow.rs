@@ -36,6 +36,12 @@ impl<P: PageSource> Kmalloc<P> {
             res = unsafe { self.cache_free_bulk(x, &[p], &mut cc.seg_hint, 0) }.map_err(|e| e.1);
         }
         for x in 0..MAX_CACHES {
+            let size = self.cache_size(x);
+            while let Some(m) = cc.stash.pop(x, size) {
+                // SAFETY: our magazine of cache `x`, handed over.
+                let r = unsafe { self.to_depot(&mut cc.seg_hint, x, m) };
+                res = res.and(r);
+            }
             for m in [cc.loaded[x], cc.prev[x]] {
                 if !m.is_null() {
                     // SAFETY: our magazine of cache `x`, handed over.
@@ -83,6 +89,7 @@ impl<P: PageSource> Kmalloc<P> {
                     return Err(self.freed_tag_error(FindingKind::UseAfterFree, x, p, word));
                 }
             }
+            cc.stash.allocating(x);
             let loaded = cc.loaded[x];
             let prev = cc.prev[x];
             // 1. The previous magazine has objects: swap.
@@ -91,7 +98,18 @@ impl<P: PageSource> Kmalloc<P> {
                 cc.loaded[x] = prev;
                 return self.take_checked(prev, x);
             }
-            // 2. A loaded magazine from the depot; our empty `prev` goes there in exchange.
+            // 2. A magazine of our own from the stash; our empty `prev` goes to the depot.
+            if let Some(f) = cc.stash.pop(x, self.cache_size(x)) {
+                if !prev.is_null() {
+                    if let Some(s) = self.depots()[x].push(prev) {
+                        self.free_magazine(&mut cc.seg_hint, x, s)?;
+                    }
+                }
+                cc.prev[x] = loaded;
+                cc.loaded[x] = f;
+                return self.take_checked(f, x);
+            }
+            // 3. A loaded magazine from the depot; our empty `prev` goes there in exchange.
             let (full, spare) = {
                 let d = &self.depots()[x];
                 let f = d.pop_full();
@@ -112,7 +130,7 @@ impl<P: PageSource> Kmalloc<P> {
                 cc.loaded[x] = f;
                 return self.take_checked(f, x);
             }
-            // 3. Refill from the slabs under one cache lock: `loaded`, and when the class has
+            // 4. Refill from the slabs under one cache lock: `loaded`, and when the class has
             // cycled magazines before (an empty `prev`) that one too, with up to `BULK_MAGS` in
             // all from the depot's empties, which go back to the depot loaded.
             let m = if loaded.is_null() {
@@ -190,7 +208,27 @@ impl<P: PageSource> Kmalloc<P> {
                 Magazine::push(prev, p);
                 return Ok(());
             }
-            // 2. Our full `prev` goes to the depot, `loaded` (full) becomes `prev`, and an empty
+            // 2. Our full `prev` goes to the stash if it has room, `loaded` (full) becomes `prev`,
+            // and an empty magazine from the depot (or a new one) becomes `loaded`.
+            let bytes = if prev.is_null() {
+                0
+            } else {
+                (*prev).count as usize * self.cache_size(x)
+            };
+            if !loaded.is_null() && !prev.is_null() && cc.stash.takes(x, bytes) {
+                let e = match self.depots()[x].pop_empty() {
+                    Some(e) => e,
+                    None => self.new_magazine(x)?,
+                };
+                if !e.is_null() {
+                    cc.stash.push(x, prev, bytes);
+                    cc.prev[x] = loaded;
+                    cc.loaded[x] = e;
+                    Magazine::push(e, p);
+                    return Ok(());
+                }
+            }
+            // 3. Our full `prev` goes to the depot, `loaded` (full) becomes `prev`, and an empty
             // magazine from the depot (or a new one) becomes `loaded`.
             let (empty, excess) = {
                 let d = &self.depots()[x];
