@@ -7,7 +7,7 @@
 mod common;
 
 use common::{natural_align, region};
-use dmaslab_core::magazine::MAG_MAX;
+use dmaslab_core::magazine::capacity_for;
 use dmaslab_core::{
     ArenaPageSource, CpuCache, FindingKind, FreeError, Gfp, Kmalloc, Owner, Policy,
     DEFAULT_PAGE_SIZE, HINT_SLOTS, NO_CLASS, STASH_BYTES, STASH_MAGS,
@@ -269,12 +269,7 @@ fn remote_frees_come_back_through_the_depot() {
     let mut mem = region(if cfg!(miri) { 2 << 20 } else { 8 << 20 });
     let k = common::kmalloc(&mut mem, Policy::C, 64);
     let (mut a, mut b) = (CpuCache::NEW, CpuCache::NEW);
-    // More than `b`'s loaded, previous and stashed magazines hold.
-    let n = if cfg!(miri) {
-        (4 + STASH_MAGS) * MAG_MAX
-    } else {
-        2000
-    };
+    let n = if cfg!(miri) { 200 } else { 2000 };
     // SAFETY: `a` and `b` are used with `k` only; every object is freed once.
     unsafe {
         let objs: Vec<*mut u8> = (0..n).map(|_| alloc_written(&k, &mut a, 64)).collect();
@@ -318,14 +313,17 @@ fn a_burst_of_own_frees_is_stashed_and_taken_back_first() {
     let mut mem = region(if cfg!(miri) { 2 << 20 } else { 8 << 20 });
     let k = common::kmalloc(&mut mem, Policy::C, 64);
     let (mut a, mut b) = (CpuCache::NEW, CpuCache::NEW);
-    // 64-byte objects: MAG_MAX to a magazine, far below STASH_BYTES for STASH_MAGS of them.
-    const { assert!(STASH_MAGS * MAG_MAX * 64 <= STASH_BYTES) };
-    let held = (2 + STASH_MAGS) * MAG_MAX;
+    // 1 KiB objects (few to a magazine, so that Miri gets through), far below STASH_BYTES for
+    // STASH_MAGS magazines of them.
+    const SIZE: usize = 1024;
+    const CAP: usize = capacity_for(SIZE);
+    const { assert!(STASH_MAGS * CAP * SIZE <= STASH_BYTES) };
+    let held = (2 + STASH_MAGS) * CAP;
     // SAFETY: `a` and `b` are used with `k` only; every object is freed once.
     unsafe {
         // `b` puts a loaded magazine in the depot, which `a` must not prefer to its own.
-        let theirs: Vec<*mut u8> = (0..3 * MAG_MAX)
-            .map(|_| alloc_written(&k, &mut b, 64))
+        let theirs: Vec<*mut u8> = (0..3 * CAP)
+            .map(|_| alloc_written(&k, &mut b, SIZE))
             .collect();
         for &p in &theirs {
             k.kfree_cpu(&mut b, p, 0).unwrap();
@@ -333,7 +331,7 @@ fn a_burst_of_own_frees_is_stashed_and_taken_back_first() {
         k.cpu_cache_flush(&mut b).unwrap();
         let depot = k.depot_counts();
         assert!(depot.0 > 0, "b's magazines are in the depot");
-        let ours: Vec<*mut u8> = (0..held).map(|_| alloc_written(&k, &mut a, 64)).collect();
+        let ours: Vec<*mut u8> = (0..held).map(|_| alloc_written(&k, &mut a, SIZE)).collect();
         // The refill's leftovers go: `a` holds only what it frees next.
         k.cpu_cache_flush(&mut a).unwrap();
         let depot = k.depot_counts();
@@ -343,13 +341,13 @@ fn a_burst_of_own_frees_is_stashed_and_taken_back_first() {
         let (mags, objs) = a.counts();
         assert_eq!(objs, held, "every free stays in a");
         assert!(mags >= 2 + STASH_MAGS, "{mags} magazines");
-        assert_eq!(a.stashed_bytes(), STASH_MAGS * MAG_MAX * 64);
+        assert_eq!(a.stashed_bytes(), STASH_MAGS * CAP * SIZE);
         assert_eq!(
             k.depot_counts().0,
             depot.0,
             "no full magazine of a's went to the depot"
         );
-        let again: Vec<*mut u8> = (0..held).map(|_| alloc_written(&k, &mut a, 64)).collect();
+        let again: Vec<*mut u8> = (0..held).map(|_| alloc_written(&k, &mut a, SIZE)).collect();
         let mut sorted = ours.clone();
         sorted.sort();
         assert!(
@@ -358,8 +356,8 @@ fn a_burst_of_own_frees_is_stashed_and_taken_back_first() {
         );
         assert_eq!(k.depot_counts().0, depot.0, "and left the depot's alone");
         // Beyond the stash: the excess goes to the depot.
-        let more: Vec<*mut u8> = (0..2 * MAG_MAX)
-            .map(|_| alloc_written(&k, &mut a, 64))
+        let more: Vec<*mut u8> = (0..2 * CAP)
+            .map(|_| alloc_written(&k, &mut a, SIZE))
             .collect();
         let depot = k.depot_counts();
         for &p in again.iter().chain(&more) {
