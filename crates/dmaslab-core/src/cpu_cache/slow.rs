@@ -210,22 +210,20 @@ impl<P: PageSource> Kmalloc<P> {
             }
             // 2. Our full `prev` goes to the stash if it has room, `loaded` (full) becomes `prev`,
             // and an empty magazine from the depot (or a new one) becomes `loaded`.
-            let bytes = if prev.is_null() {
-                0
-            } else {
-                (*prev).count as usize * self.cache_size(x)
-            };
-            if !loaded.is_null() && !prev.is_null() && cc.stash.takes(x, bytes) {
-                let e = match self.depots()[x].pop_empty() {
-                    Some(e) => e,
-                    None => self.new_magazine(x)?,
-                };
-                if !e.is_null() {
-                    cc.stash.push(x, prev, bytes);
-                    cc.prev[x] = loaded;
-                    cc.loaded[x] = e;
-                    Magazine::push(e, p);
-                    return Ok(());
+            if !loaded.is_null() && !prev.is_null() {
+                let bytes = (*prev).count as usize * self.cache_size(x);
+                if cc.stash.takes(x, bytes) {
+                    let e = match self.depots()[x].pop_empty() {
+                        Some(e) => e,
+                        None => self.new_magazine(x)?,
+                    };
+                    if !e.is_null() {
+                        cc.stash.push(x, prev, bytes);
+                        cc.prev[x] = loaded;
+                        cc.loaded[x] = e;
+                        Magazine::push(e, p);
+                        return Ok(());
+                    }
                 }
             }
             // 3. Our full `prev` goes to the depot, `loaded` (full) becomes `prev`, and an empty

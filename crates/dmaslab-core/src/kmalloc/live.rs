@@ -47,6 +47,14 @@ pub(crate) unsafe fn tail_flag<'a>(d: *const PageDesc, k: usize) -> &'a AtomicU8
     // flags' caches are set up only where they are, see `live_mask_of`), `k` below that.
     unsafe { &*(&raw const (*d).link).cast::<AtomicU8>().add(k) }
 }
+/// Was flag `f` set? Cleared either way (plain byte accesses, no locked read-modify-write).
+#[inline(always)]
+fn take_flag(f: &AtomicU8) -> bool {
+    let out = f.load(Ordering::Relaxed) != 0;
+    f.store(0, Ordering::Relaxed);
+    out
+}
+
 /// The smallest object size whose cache keeps live flags. Below, a pair would pay the flag's
 /// address computation (a 4 KiB pair takes about twice a small one's instructions), and
 /// larson's 16..1024-byte churn and strings live there.
@@ -157,10 +165,7 @@ impl<P: PageSource> Kmalloc<P> {
     #[inline(never)]
     unsafe fn take_live_flag(&self, x: usize, p: *const u8) -> bool {
         // SAFETY: as the caller promises.
-        let f = unsafe { self.live_flag(x, p) };
-        let out = f.load(Ordering::Relaxed) != 0;
-        f.store(0, Ordering::Relaxed);
-        out
+        take_flag(unsafe { self.live_flag(x, p) })
     }
 
     /// [`take_live`](Self::take_live) of the object `index` of the slab headed by `head`, as the
@@ -175,10 +180,7 @@ impl<P: PageSource> Kmalloc<P> {
         // SAFETY: `head` heads a live slab of a flagged cache, so its next descriptor is the
         // slab's first tail, holding the flag of each of its objects; `index` is one of them
         // (its offset lies inside the slab, which holds `slab / size` objects).
-        let f = unsafe { tail_flag(head.add(1), index) };
-        let out = f.load(Ordering::Relaxed) != 0;
-        f.store(0, Ordering::Relaxed);
-        out
+        take_flag(unsafe { tail_flag(head.add(1), index) })
     }
 
     /// [`mark_live`](Self::mark_live) out of line, for a free path that took the bit and then
