@@ -84,7 +84,7 @@ impl<P: PageSource> Kmalloc<P> {
                 && c.objects <= FLAGS_PER_DESC
             {
                 c.live_flags = true;
-                self.live_slab_mask[id as usize] = slab - 1;
+                self.live_order[id as usize] = c.order as u8;
                 mask |= 1 << id;
             }
         }
@@ -110,7 +110,7 @@ impl<P: PageSource> Kmalloc<P> {
     unsafe fn live_flag(&self, x: usize, p: *const u8) -> &AtomicU8 {
         let addr = p as usize;
         let x = x & (MAX_CACHES - 1);
-        let slab_mask = self.live_slab_mask[x];
+        let slab_mask = (1usize << (self.page_shift + self.live_order[x] as u32)) - 1;
         let h = addr & !((1usize << self.seg_shift) - 1);
         let head = ((addr & !slab_mask) - h) >> self.page_shift;
         let k = (addr & slab_mask) >> self.stride_shift[x].load(Ordering::Relaxed);

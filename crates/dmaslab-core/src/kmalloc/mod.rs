@@ -250,9 +250,9 @@ pub struct Kmalloc<P: PageSource> {
     depots: [Depot; MAX_CACHES],
     /// Bit `x`: cache `x` keeps live flags (`live.rs`). Set once, when the kmalloc caches are.
     live_mask: u64,
-    /// Per cache keeping live flags, its slab's bytes less one (`live.rs`); set with
-    /// `live_mask`.
-    live_slab_mask: [usize; MAX_CACHES],
+    /// Per cache keeping live flags, its slab order (`live.rs`; a byte, so the allocator's
+    /// own footprint in a small static heap stays as it was); set with `live_mask`.
+    live_order: [u8; MAX_CACHES],
     kmalloc_caches: [u16; MAX_CLASSES],
     dma_caches: [u16; MAX_CLASSES],
     create_lock: SpinLock<()>,
@@ -370,7 +370,7 @@ impl<P: PageSource> Kmalloc<P> {
                 depots.add(i).write(Depot::new());
             }
             addr_of_mut!((*k).live_mask).write(0);
-            addr_of_mut!((*k).live_slab_mask).write([0; MAX_CACHES]);
+            addr_of_mut!((*k).live_order).write([0; MAX_CACHES]);
             addr_of_mut!((*k).kmalloc_caches).write([NO_CACHE; MAX_CLASSES]);
             addr_of_mut!((*k).dma_caches).write([NO_CACHE; MAX_CLASSES]);
             addr_of_mut!((*k).create_lock).write(SpinLock::new(()));
@@ -397,7 +397,7 @@ impl<P: PageSource> Kmalloc<P> {
             cache_size: _,
             depots: _,
             live_mask: _,
-            live_slab_mask: _,
+            live_order: _,
             kmalloc_caches: _,
             dma_caches: _,
             create_lock: _,
