@@ -50,6 +50,10 @@ pub const MALLOC_ALIGN: usize = 16;
 /// for 1 MB less peak RSS.
 const DISCARD_THRESHOLD: usize = 4096;
 
+/// A `realloc` that must move a block to grow it asks for at least `old + old / REALLOC_GROWTH`
+/// bytes (BENCHMARKS.md, "realloc growth").
+const REALLOC_GROWTH: usize = 4;
+
 /// Empty slabs each cache keeps (the core's default is 1). A magazine drain that empties a slab
 /// beyond these gives its pages back to the page layer under its lock, and the next refill takes
 /// them again: with one kept, sh8bench's churn of 512-byte objects (8 to a one-page slab) took
@@ -340,11 +344,26 @@ impl Heap {
         if size <= old && size > old / 2 && !self.debug {
             return ptr;
         }
-        let new = if align <= 8 {
-            self.malloc_at(size, site)
+        // A block that grows past its size grows by a quarter at least (tcmalloc's hysteresis):
+        // a buffer grown a little at a time moves once per quarter, not once per size class.
+        // Not in debug mode, where the usable size is the size asked for.
+        let want = if size > old && !self.debug {
+            size.max(old.saturating_add(old / REALLOC_GROWTH))
         } else {
-            self.malloc_aligned_at(size, align, site)
+            size
         };
+        let alloc = |n| {
+            if align <= 8 {
+                self.malloc_at(n, site)
+            } else {
+                self.malloc_aligned_at(n, align, site)
+            }
+        };
+        let mut new = alloc(want);
+        if new.is_null() && want > size {
+            // No room for the headroom: the size asked for may still fit.
+            new = alloc(size);
+        }
         if new.is_null() {
             return new;
         }

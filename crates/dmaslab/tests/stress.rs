@@ -169,6 +169,47 @@ fn realloc_keeps_contents() {
     }
 }
 
+/// A block that `realloc` must move to grow gets a quarter more than it had at least, so a
+/// buffer grown a little at a time moves once per quarter; a shrink stays in place down to half
+/// the block, and a move keeps the contents.
+#[test]
+fn realloc_growth_has_headroom() {
+    let h = heap();
+    let mut p = h.malloc(16);
+    let mut moves = 0;
+    // SAFETY: our block, resized; its first byte is checked after every step.
+    unsafe {
+        p.write(0xa5);
+        let mut size = 16;
+        while size < 64 * 1024 {
+            let old = h.usable_size(p);
+            size += 24;
+            let q = h.realloc(p, size);
+            assert!(!q.is_null());
+            assert_eq!(q.read(), 0xa5, "contents kept at {size}");
+            if q != p {
+                moves += 1;
+                assert!(
+                    h.usable_size(q) >= old + old / 4,
+                    "{size}: {old} grew to {}",
+                    h.usable_size(q)
+                );
+            }
+            p = q;
+        }
+        // 16 B .. 64 KiB by quarters or more: at most log(4096) / log(1.25) ≈ 38 moves (one
+        // per size class between would be more than 60).
+        assert!(moves <= 38, "{moves} moves");
+        let big = h.usable_size(p);
+        assert_eq!(
+            h.realloc(p, big / 2 + 1),
+            p,
+            "a shrink to more than half stays"
+        );
+        h.free(p);
+    }
+}
+
 /// The fast paths trust a thread's segment hint only while the segment map's generation is
 /// unchanged; here one thread keeps bumping it (huge blocks, and whole segments of 8 KiB
 /// objects given back) while others free through their hints, and every block must come back

@@ -397,8 +397,8 @@ impl<P: PageSource> Kmalloc<P> {
         unsafe { self.kfree_at(p, site) }
     }
 
-    /// [`usable_size`](Self::usable_size) with `cc`'s segment hint: a slab object's size is read
-    /// without a lock.
+    /// [`usable_size`](Self::usable_size) with `cc`'s segment hint: a slab object's or a page
+    /// run's size is read without a lock (and, where the hint holds, without the map's probe).
     ///
     /// # Safety
     /// `cc` keeps the [`CpuCache`] contract with this allocator.
@@ -407,10 +407,7 @@ impl<P: PageSource> Kmalloc<P> {
             return self.usable_size(p);
         }
         cc.tag_secret = self.freed_tag_secret();
-        match self.cache_of_hinted(p, &mut cc.seg_hint) {
-            Some(id) => Some(self.cache_size(id.index())),
-            None => self.ksize(p),
-        }
+        self.ksize_hinted(p, &mut cc.seg_hint)
     }
 }
 

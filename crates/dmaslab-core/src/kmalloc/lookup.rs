@@ -16,7 +16,7 @@ impl<P: PageSource> Kmalloc<P> {
 
     /// The head descriptor and base of the slab of cache `cache` holding `addr`, for a free
     /// under that cache's lock (which keeps the answer true); `None` if `addr` is in no slab of
-    /// that cache. Skips the segment-map probe as [`locate_hinted`](Self::locate_hinted) does.
+    /// that cache. Skips the segment-map probe when `hint` holds for `addr`.
     #[inline]
     pub(super) fn slab_of_hinted(
         &self,
@@ -119,6 +119,23 @@ impl<P: PageSource> Kmalloc<P> {
         let seg = self.normal_segment_hinted(ptr as usize, hint)?;
         // SAFETY: a live normal segment holding `ptr`.
         unsafe { self.slab_cache_in(seg, ptr as usize) }
+    }
+
+    /// [`ksize`](Self::ksize) with a caller-kept hint: a slab object's or a page run's size in
+    /// a segment the hint holds is read without the segment-map probe. Same answers as `ksize`.
+    pub(crate) fn ksize_hinted(&self, ptr: *const u8, hint: &mut SegmentHint) -> Option<usize> {
+        let addr = ptr as usize;
+        let Some(seg) = self.normal_segment_hinted(addr, hint) else {
+            return self.ksize(ptr);
+        };
+        // SAFETY: a live normal segment holding `addr` (the hint's at this generation, or the
+        // map's).
+        unsafe {
+            match self.slab_cache_in(seg, addr) {
+                Some(id) => Some(self.cache_size(id.index())),
+                None => self.ksize_at(addr, self.locate_in(seg, addr)),
+            }
+        }
     }
 
     /// [`cache_of_hinted`](Self::cache_of_hinted) when `hint` holds for `ptr`, else `None`
