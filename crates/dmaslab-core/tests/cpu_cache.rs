@@ -305,6 +305,79 @@ fn remote_frees_come_back_through_the_depot() {
     assert_eq!(k.validate(|f| panic!("{f}")), 0);
 }
 
+/// Passive false sharing (the cache-scratch shape): one CPU allocates objects back to back and
+/// hands one to each of two others, which free it and then allocate their own. A cache that
+/// never allocated from the class keeps the given object back: neither gets the object it was
+/// given, nor one on a cache line with the other's or with the given ones. The given object
+/// stays in the cache (a second free of it is still a double free) and is used once the
+/// cache's own refill runs out.
+#[test]
+fn a_given_object_is_not_the_next_allocation_of_a_fresh_cache() {
+    let mut mem = region(if cfg!(miri) { 2 << 20 } else { 8 << 20 });
+    let k = common::kmalloc(&mut mem, Policy::C, 64);
+    let mut main = CpuCache::NEW;
+    let mut workers = [CpuCache::NEW, CpuCache::NEW];
+    const SIZE: usize = 24;
+    let line = |p: *mut u8| p as usize / 64;
+    // SAFETY: every cache is used with `k` only; every object is freed once (the deliberate
+    // double free is refused and changes nothing).
+    unsafe {
+        let given: Vec<*mut u8> = (0..2).map(|_| alloc_written(&k, &mut main, SIZE)).collect();
+        let mut own = Vec::new();
+        for (w, &g) in workers.iter_mut().zip(&given) {
+            k.kfree_cpu(w, g, 0).unwrap();
+            assert_eq!(w.counts().1, 1, "the given object stays in the cache");
+            own.push(alloc_written(&k, w, SIZE));
+        }
+        for &p in &own {
+            assert!(
+                !given.contains(&p),
+                "{p:p}: a worker got a given object back"
+            );
+        }
+        let lines: Vec<usize> = given.iter().chain(&own).map(|&p| line(p)).collect();
+        for (i, &p) in own.iter().enumerate() {
+            let others = lines
+                .iter()
+                .enumerate()
+                .filter(|&(j, _)| j != given.len() + i);
+            for (_, &l) in others {
+                assert_ne!(
+                    line(p),
+                    l,
+                    "{p:p} shares a cache line with another thread's object"
+                );
+            }
+        }
+        let again = k.kfree_cpu(&mut workers[0], given[0], 0);
+        assert!(
+            matches!(again, Err(FreeError::Found(f)) if f.kind == FindingKind::DoubleFree
+                && f.addr == given[0] as usize),
+            "the waiting object keeps its freed-object tag: {again:?}"
+        );
+        // The worker's own objects come first, then the given one.
+        let cap = capacity_for(k.kmalloc_size_roundup(SIZE));
+        let more: Vec<*mut u8> = (0..cap + 1)
+            .map(|_| alloc_written(&k, &mut workers[0], SIZE))
+            .collect();
+        assert!(more[..cap - 1].iter().all(|p| *p != given[0]));
+        assert!(
+            more.contains(&given[0]),
+            "the given object is used in the end"
+        );
+        for p in more.into_iter().chain(own) {
+            if !k.kfree_fast(&mut workers[0], p) {
+                k.kfree_cpu(&mut workers[0], p, 0).unwrap();
+            }
+        }
+        assert!(k.kfree_cpu(&mut workers[1], given[1], 0).is_err());
+        for cc in [&mut main].into_iter().chain(workers.iter_mut()) {
+            k.cpu_cache_flush(cc).unwrap();
+        }
+    }
+    assert_eq!(k.validate(|f| panic!("{f}")), 0);
+}
+
 /// A burst of a CPU cache's own frees beyond its two magazines stays with it (the stash, up to
 /// `STASH_MAGS` full magazines per class) and its next allocations take those objects back
 /// before the depot's; beyond the stash, full magazines go to the depot.
@@ -480,12 +553,14 @@ fn a_cpu_hint_holds_every_adjacent_segment_at_once() {
         for &p in &objs {
             assert!(k.ksize_cpu(&mut cc, p).is_some());
         }
-        // The full path gives the class its magazine.
+        // The full path gives the class its magazine: the first free of a class the cache
+        // never allocated from waits in `prev`, the second makes that magazine `loaded`.
         k.kfree_cpu(&mut cc, objs[0], 0).unwrap();
-        assert_eq!(
-            k.kmalloc_fast(&mut cc, x).map(|p| p.as_ptr()),
-            Some(objs[0])
-        );
+        assert_eq!(k.kmalloc_fast(&mut cc, x), None, "no loaded magazine yet");
+        k.kfree_cpu(&mut cc, objs[1], 0).unwrap();
+        for &p in [objs[1], objs[0]].iter() {
+            assert_eq!(k.kmalloc_fast(&mut cc, x).map(|p| p.as_ptr()), Some(p));
+        }
         for &p in &objs {
             assert!(k.kfree_fast(&mut cc, p), "{p:p}: hint slot lost");
             assert_eq!(k.kmalloc_fast(&mut cc, x).map(|p| p.as_ptr()), Some(p));

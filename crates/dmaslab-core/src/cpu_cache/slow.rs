@@ -92,20 +92,29 @@ impl<P: PageSource> Kmalloc<P> {
             cc.stash.allocating(x);
             let loaded = cc.loaded[x];
             let prev = cc.prev[x];
-            // 1. The previous magazine has objects: swap.
-            if !prev.is_null() && !(*prev).is_empty() {
+            // 1. The previous magazine has objects: swap. (Not while `loaded` is absent: then
+            // `prev` holds only objects freed into a cache that never allocated from `x`, see
+            // `cpu_free_slow`'s step 0, and a refill comes first.)
+            if !prev.is_null() && !loaded.is_null() && !(*prev).is_empty() {
                 cc.prev[x] = loaded;
                 cc.loaded[x] = prev;
                 return self.take_checked(prev, x);
             }
+            // From here `prev` is empty, absent, or (with `loaded` absent) waiting: holding
+            // objects this cache was given before it allocated from `x`; `loaded` is then absent
+            // (step 1). A waiting `prev` stays.
+            let waiting = !prev.is_null() && !(*prev).is_empty();
+            let spare_prev = if waiting { ptr::null_mut() } else { prev };
             // 2. A magazine of our own from the stash; our empty `prev` goes to the depot.
             if let Some(f) = cc.stash.pop(x, self.cache_size(x)) {
-                if !prev.is_null() {
-                    if let Some(s) = self.depots()[x].push(prev) {
+                if !spare_prev.is_null() {
+                    if let Some(s) = self.depots()[x].push(spare_prev) {
                         self.free_magazine(&mut cc.seg_hint, x, s)?;
                     }
                 }
-                cc.prev[x] = loaded;
+                if !waiting {
+                    cc.prev[x] = loaded;
+                }
                 cc.loaded[x] = f;
                 return self.take_checked(f, x);
             }
@@ -113,8 +122,8 @@ impl<P: PageSource> Kmalloc<P> {
             let (full, spare) = {
                 let d = &self.depots()[x];
                 let f = d.pop_full();
-                let spare = if f.is_some() && !prev.is_null() {
-                    d.push(prev)
+                let spare = if f.is_some() && !spare_prev.is_null() {
+                    d.push(spare_prev)
                 } else {
                     None
                 };
@@ -126,7 +135,9 @@ impl<P: PageSource> Kmalloc<P> {
             if let Some(f) = full {
                 // The empty `prev` went to the depot; the empty (or absent) `loaded` takes its
                 // place.
-                cc.prev[x] = loaded;
+                if !waiting {
+                    cc.prev[x] = loaded;
+                }
                 cc.loaded[x] = f;
                 return self.take_checked(f, x);
             }
@@ -145,7 +156,7 @@ impl<P: PageSource> Kmalloc<P> {
             };
             let mut ms = [m; BULK_MAGS];
             let mut k = 1;
-            if !prev.is_null() {
+            if !spare_prev.is_null() {
                 ms[1] = prev;
                 k = 2;
                 while k < BULK_MAGS {
@@ -201,6 +212,24 @@ impl<P: PageSource> Kmalloc<P> {
         unsafe {
             let loaded = cc.loaded[x];
             let prev = cc.prev[x];
+            // 0. This cache never allocated from class `x` (no magazine at all): `p` was
+            // allocated elsewhere, on a line the CPU that allocated its neighbours likely
+            // writes. It goes into `prev`, not `loaded`: this cache's first allocation of `x`
+            // refills `loaded` from the slabs instead of taking `p` (no passive false sharing,
+            // the cache-scratch shape), and `p` keeps its tag while it waits. The next free
+            // takes `prev` as `loaded` (step 1), so a cache that only frees (a consumer) pays
+            // this once.
+            if loaded.is_null() && prev.is_null() {
+                let m = match self.depots()[x].pop_empty() {
+                    Some(m) => m,
+                    None => self.new_magazine(x)?,
+                };
+                if !m.is_null() {
+                    cc.prev[x] = m;
+                    Magazine::push(m, p);
+                    return Ok(());
+                }
+            }
             // 1. The previous magazine has room: swap.
             if !prev.is_null() && !(*prev).is_full() {
                 cc.prev[x] = loaded;
