@@ -56,7 +56,8 @@ pub const NO_CLASS: u8 = u8::MAX;
 /// Each non-null `loaded[i]`/`prev[i]`, and each of `stash`'s of class `i`, is a magazine owned
 /// by this cache, of cache index `i`;
 /// `recent` is a free object of cache `recent_x` owned by this cache, holding its freed-object
-/// tag, or `recent_x` is [`NO_CLASS`] (and `recent` is stale); `seg_hint` holds segments of the bound allocator (see
+/// tag, or `recent_x` is [`NO_CLASS`] (and `recent` is stale); `recent_x` is never a cache that
+/// keeps live flags (their frees go on top of the magazine, so a recent hit has no flag to set); `seg_hint` holds segments of the bound allocator (see
 /// [`SegmentHint`]); `tag_secret` is the bound allocator's (0 before any `*_cpu` call, when the
 /// cache holds nothing).
 pub struct CpuCache {
@@ -194,10 +195,15 @@ impl<P: PageSource> Kmalloc<P> {
     /// [`cpu_class`](Self::cpu_class) answered, not [`NO_CLASS`].
     #[inline(always)]
     pub unsafe fn kmalloc_fast(&self, cc: &mut CpuCache, x: u8) -> Option<NonNull<u8>> {
+        // The recent object is never of a cache with live flags (invariant): a pair's
+        // allocation skips the flag test.
+        let recent = cc.recent_x == x;
         // SAFETY: `x < MAX_CACHES` (a class), `cc` is bound to us (caller).
         let p = unsafe { cc.alloc_fast(x) }?;
-        // SAFETY: an object of cache `x`, just handed out.
-        unsafe { self.mark_live(x as usize, p.as_ptr()) };
+        if !recent {
+            // SAFETY: an object of cache `x`, just handed out.
+            unsafe { self.mark_live(x as usize, p.as_ptr()) };
+        }
         Some(p)
     }
 
@@ -242,7 +248,7 @@ impl<P: PageSource> Kmalloc<P> {
             if !self.take_live_found(head, index) {
                 return false;
             }
-            if self.kfree_fast_push(cc, p, x) {
+            if self.kfree_fast_push_top(cc, p, x) {
                 return true;
             }
             // Handed back to the full path, live flag and all.
@@ -260,6 +266,10 @@ impl<P: PageSource> Kmalloc<P> {
     /// `x`, found through `cc`'s hint.
     #[inline(always)]
     unsafe fn kfree_fast_push(&self, cc: &mut CpuCache, p: *mut u8, x: usize) -> bool {
+        debug_assert!(
+            !self.keeps_live_flags(x),
+            "a flagged cache's object made recent"
+        );
         // SAFETY: `x < MAX_CACHES` (a cache index); magazines and the recent object are `cc`'s
         // (invariant); `p` is an object start of a slab of cache `x` that the caller gives up
         // (readable: its slab is live).
@@ -293,6 +303,25 @@ impl<P: PageSource> Kmalloc<P> {
             set_first_word(p, tag);
             cc.recent = p;
             cc.recent_x = x as u8;
+        }
+        true
+    }
+
+    /// [`kfree_fast_push`](Self::kfree_fast_push) for a cache that keeps live flags: `p` goes
+    /// on top of its magazine, never into the recent slot (see [`CpuCache`]'s invariants).
+    ///
+    /// # Safety
+    /// As for [`kfree_fast_push`](Self::kfree_fast_push).
+    #[inline(always)]
+    unsafe fn kfree_fast_push_top(&self, cc: &mut CpuCache, p: *mut u8, x: usize) -> bool {
+        // SAFETY: as in `kfree_fast_push`.
+        unsafe {
+            let m = *cc.loaded.get_unchecked(x);
+            let tag = tag_of(p, cc.tag_secret);
+            if m.is_null() || may_hold(p, tag) || !Magazine::push(m, p) {
+                return false;
+            }
+            set_first_word(p, tag);
         }
         true
     }
