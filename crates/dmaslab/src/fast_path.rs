@@ -13,6 +13,7 @@
 
 use crate::heap::{heap_unchecked, SMALL_MAX, TABLE_LEN};
 use crate::platform::tcache_fast;
+use crate::sized_free::rounded_request;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU8, Ordering};
 use dmaslab_core::{Gfp, Kmalloc, MmapPageSource, NO_CLASS};
@@ -75,4 +76,37 @@ pub unsafe fn fast_free(p: *mut u8) -> bool {
     // SAFETY: a set hint was recorded by the process-wide heap's full path, so that heap is
     // built, and `cc` is bound to its core; `p` is given up (caller).
     unsafe { heap_unchecked().core().kfree_fast(cc, p) }
+}
+
+/// A sized free of `p` (`size` bytes aligned to `align`) into this thread's cache when `p` is
+/// an object of the class such a request takes from (so the size matches, by the rule of
+/// [`Heap::free_sized_at`](crate::Heap::free_sized_at)); false otherwise, a mismatch included:
+/// the caller then takes the checked full path, which reports a mismatch.
+///
+/// # Safety
+/// As for [`fast_free`].
+#[inline(always)]
+pub unsafe fn fast_free_sized(p: *mut u8, size: usize, align: usize) -> bool {
+    // (A size of 0 reads entry 0, which holds the class of 1 byte, as `rounded_request` says.)
+    let size = if align <= 1 {
+        size
+    } else {
+        rounded_request(size, align)
+    };
+    if size > SMALL_MAX {
+        return false;
+    }
+    // Relaxed: an entry is `NO_CLASS` or its final value (table invariant), and it is only
+    // compared with the object's cache; `NO_CLASS` matches none (the checked path decides).
+    let x = FAST_TABLE[(size + 7) >> 3].load(Ordering::Relaxed);
+    let Some(tc) = tcache_fast() else {
+        return false;
+    };
+    // SAFETY: this thread's cache, used only by this thread.
+    let cc = unsafe { &mut (*tc).cpu };
+    if !cc.is_hinted() {
+        return false;
+    }
+    // SAFETY: as in `fast_free`.
+    unsafe { heap_unchecked().core().kfree_fast_of(cc, p, x) }
 }

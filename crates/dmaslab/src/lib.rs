@@ -62,6 +62,6 @@ pub use allocator_api2;
 pub use config::{CodeSettings, Settings, StatsTarget};
 pub use dma_alloc::DmaAlloc;
 pub use dmaslab_core::{Policy, Totals};
-pub use fast_path::{fast_free, fast_malloc};
+pub use fast_path::{fast_free, fast_free_sized, fast_malloc};
 pub use global_alloc::DmaSlab;
 pub use heap::{heap, try_heap, Heap};

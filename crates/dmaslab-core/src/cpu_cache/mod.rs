@@ -25,7 +25,7 @@
 
 use crate::debug::FindingKind;
 use crate::freed_tag::{first_word, may_hold, set_first_word, tag_of};
-use crate::kmalloc::{Kmalloc, SegmentHint, MAX_CACHES};
+use crate::kmalloc::{Kmalloc, SegmentHint, SlabObject, MAX_CACHES};
 use crate::kmem_cache::FreeError;
 use crate::magazine::{Magazine, Take};
 use crate::page_source::PageSource;
@@ -219,6 +219,33 @@ impl<P: PageSource> Kmalloc<P> {
         let Some(o) = self.slab_object_if_hinted(p, &cc.seg_hint) else {
             return false;
         };
+        // SAFETY: forwarded; `o` is `p`, just found.
+        unsafe { self.kfree_fast_found(cc, p, o) }
+    }
+
+    /// [`kfree_fast`](Self::kfree_fast) of an object the caller says is of cache index `x`
+    /// (a sized free: the class its size maps to): false, and nothing done, when it is not.
+    ///
+    /// # Safety
+    /// As for [`kfree_fast`](Self::kfree_fast).
+    #[inline(always)]
+    pub unsafe fn kfree_fast_of(&self, cc: &mut CpuCache, p: *mut u8, x: u8) -> bool {
+        let Some(o) = self.slab_object_if_hinted(p, &cc.seg_hint) else {
+            return false;
+        };
+        if o.cache.index() != x as usize {
+            return false;
+        }
+        // SAFETY: forwarded; `o` is `p`, just found.
+        unsafe { self.kfree_fast_found(cc, p, o) }
+    }
+
+    /// The part of [`kfree_fast`](Self::kfree_fast) after the lookup found `o`, `p`'s object.
+    ///
+    /// # Safety
+    /// As for [`kfree_fast`](Self::kfree_fast); `o` is what the hinted lookup found for `p`.
+    #[inline(always)]
+    unsafe fn kfree_fast_found(&self, cc: &mut CpuCache, p: *mut u8, o: SlabObject) -> bool {
         let x = o.cache.index();
         if self.keeps_live_flags(x) {
             // SAFETY: as the caller promises; `o` is `p`, just found.
