@@ -50,10 +50,6 @@ pub const MALLOC_ALIGN: usize = 16;
 /// for 1 MB less peak RSS.
 const DISCARD_THRESHOLD: usize = 4096;
 
-/// A `realloc` that must move a block to grow it asks for at least `old + old / REALLOC_GROWTH`
-/// bytes (BENCHMARKS.md, "realloc growth").
-const REALLOC_GROWTH: usize = 4;
-
 /// Empty slabs each cache keeps (the core's default is 1). A magazine drain that empties a slab
 /// beyond these gives its pages back to the page layer under its lock, and the next refill takes
 /// them again: with one kept, sh8bench's churn of 512-byte objects (8 to a one-page slab) took
@@ -300,79 +296,6 @@ impl Heap {
             .with_cpu(|k, cc| unsafe { k.ksize_cpu(cc, ptr) })
             .unwrap_or_else(|| self.core.usable_size(ptr))
             .unwrap_or(0)
-    }
-
-    /// Resizes: in place when `size` fits and wastes less than half, else allocate, copy, free.
-    /// Null `ptr` allocates. `size` must not be 0 (the C front handles that case). Null on
-    /// failure, `ptr` left untouched.
-    ///
-    /// # Safety
-    /// `ptr` is null or a live allocation of this heap; on success only the result is used.
-    pub unsafe fn realloc(&self, ptr: *mut u8, size: usize) -> *mut u8 {
-        // SAFETY: forwarded.
-        unsafe { self.realloc_aligned(ptr, size, 1) }
-    }
-
-    /// As [`realloc`](Self::realloc), keeping alignment `align`.
-    ///
-    /// # Safety
-    /// As for [`realloc`](Self::realloc); `ptr` was allocated with alignment `align`.
-    pub unsafe fn realloc_aligned(&self, ptr: *mut u8, size: usize, align: usize) -> *mut u8 {
-        // SAFETY: forwarded.
-        unsafe { self.realloc_aligned_at(ptr, size, align, 0) }
-    }
-
-    /// [`realloc_aligned`](Self::realloc_aligned) with the caller's address. Debug mode always
-    /// moves the block, so the new size gets its own red zone.
-    ///
-    /// # Safety
-    /// As for [`realloc_aligned`](Self::realloc_aligned).
-    pub unsafe fn realloc_aligned_at(
-        &self,
-        ptr: *mut u8,
-        size: usize,
-        align: usize,
-        site: usize,
-    ) -> *mut u8 {
-        if ptr.is_null() {
-            return self.malloc_aligned_at(size, align, site);
-        }
-        let old = self.usable_size(ptr);
-        if old == 0 && self.core.ksize(ptr).is_none() {
-            bad_free(FreeError::InvalidPointer(ptr as usize));
-        }
-        if size <= old && size > old / 2 && !self.debug {
-            return ptr;
-        }
-        // A block that grows past its size grows by a quarter at least (tcmalloc's hysteresis):
-        // a buffer grown a little at a time moves once per quarter, not once per size class.
-        // Not in debug mode, where the usable size is the size asked for.
-        let want = if size > old && !self.debug {
-            size.max(old.saturating_add(old / REALLOC_GROWTH))
-        } else {
-            size
-        };
-        let alloc = |n| {
-            if align <= 8 {
-                self.malloc_at(n, site)
-            } else {
-                self.malloc_aligned_at(n, align, site)
-            }
-        };
-        let mut new = alloc(want);
-        if new.is_null() && want > size {
-            // No room for the headroom: the size asked for may still fit.
-            new = alloc(size);
-        }
-        if new.is_null() {
-            return new;
-        }
-        // SAFETY: both blocks are live, distinct and at least `min(old, size)` bytes.
-        unsafe {
-            ptr::copy_nonoverlapping(ptr, new, old.min(size));
-            self.free_at(ptr, site);
-        }
-        new
     }
 
     /// First full path of a thread: arm the exit hook. Returns false if the thread is dead.

@@ -56,6 +56,7 @@ pub mod fast_path;
 mod global_alloc;
 pub mod heap;
 pub mod platform;
+mod realloc;
 mod sized_free;
 
 pub use allocator_api2;
