@@ -16,7 +16,7 @@ use crate::platform::tcache_fast;
 use crate::sized_free::rounded_request;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU8, Ordering};
-use dmaslab_core::{Gfp, Kmalloc, MmapPageSource, NO_CLASS};
+use dmaslab_core::{CpuCache, Gfp, Kmalloc, MmapPageSource, NO_CLASS};
 
 /// `FAST_TABLE[(size + 7) >> 3]`: the cache index for `malloc(size)`, `size <= SMALL_MAX`, or
 /// `NO_CLASS`: a mirror of [`Kmalloc::cpu_class`] for one load on the fast path.
@@ -65,17 +65,22 @@ pub fn fast_malloc(size: usize) -> Option<NonNull<u8>> {
 /// `p` is null or a live allocation of the process-wide heap that the caller gives up.
 #[inline(always)]
 pub unsafe fn fast_free(p: *mut u8) -> bool {
-    let Some(tc) = tcache_fast() else {
+    let Some(cc) = hinted_cache() else {
         return false;
     };
+    // SAFETY: a set hint was recorded by the process-wide heap's full path, so that heap is
+    // built, and `cc` (this thread's only) is bound to its core; `p` is given up (caller).
+    unsafe { heap_unchecked().core().kfree_fast(&mut *cc, p) }
+}
+
+/// This thread's cache if its segment hint is set (so the process-wide heap is built), the
+/// test both fast frees start with.
+#[inline(always)]
+fn hinted_cache() -> Option<*mut CpuCache> {
+    let tc = tcache_fast()?;
     // SAFETY: this thread's cache, used only by this thread.
     let cc = unsafe { &mut (*tc).cpu };
-    if !cc.is_hinted() {
-        return false;
-    }
-    // SAFETY: a set hint was recorded by the process-wide heap's full path, so that heap is
-    // built, and `cc` is bound to its core; `p` is given up (caller).
-    unsafe { heap_unchecked().core().kfree_fast(cc, p) }
+    cc.is_hinted().then_some(cc as *mut CpuCache)
 }
 
 /// A sized free of `p` (`size` bytes aligned to `align`) into this thread's cache when `p` is
@@ -99,14 +104,9 @@ pub unsafe fn fast_free_sized(p: *mut u8, size: usize, align: usize) -> bool {
     // Relaxed: an entry is `NO_CLASS` or its final value (table invariant), and it is only
     // compared with the object's cache; `NO_CLASS` matches none (the checked path decides).
     let x = FAST_TABLE[(size + 7) >> 3].load(Ordering::Relaxed);
-    let Some(tc) = tcache_fast() else {
+    let Some(cc) = hinted_cache() else {
         return false;
     };
-    // SAFETY: this thread's cache, used only by this thread.
-    let cc = unsafe { &mut (*tc).cpu };
-    if !cc.is_hinted() {
-        return false;
-    }
     // SAFETY: as in `fast_free`.
-    unsafe { heap_unchecked().core().kfree_fast_of(cc, p, x) }
+    unsafe { heap_unchecked().core().kfree_fast_of(&mut *cc, p, x) }
 }
