@@ -145,6 +145,48 @@ impl PageSource for MmapPageSource {
         unsafe { libc::mprotect(ptr.as_ptr().cast(), len, prot) == 0 }
     }
 
+    #[cfg(target_os = "linux")]
+    unsafe fn move_pages(&mut self, from: NonNull<u8>, to: NonNull<u8>, len: usize) -> bool {
+        // SAFETY: both ranges lie in spans this source mapped, owned by the caller and unused
+        // (caller); MREMAP_FIXED replaces only the pages at `to`.
+        let moved = unsafe {
+            libc::mremap(
+                from.as_ptr().cast(),
+                len,
+                len,
+                libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+                to.as_ptr(),
+            )
+        };
+        if moved != libc::MAP_FAILED {
+            return true;
+        }
+        // Some kernels unmap the target before they find they cannot move (`from` across two
+        // mappings, say): map fresh pages there again, so the caller's span stays whole.
+        // SAFETY: `to` lies in the caller's span, unused; MAP_FIXED replaces only that range.
+        let again = unsafe {
+            libc::mmap(
+                to.as_ptr().cast(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
+                -1,
+                0,
+            )
+        };
+        if again == libc::MAP_FAILED {
+            // Only exhaustion of the kernel's mapping count fails a fixed mapping over our own
+            // span; the span would keep a hole the caller is about to hand out.
+            const MSG: &[u8] = b"dmaslab: cannot map a span's pages again after a failed move\n";
+            // SAFETY: writing a static buffer to stderr, then aborting: no memory is touched.
+            unsafe {
+                libc::write(2, MSG.as_ptr().cast(), MSG.len());
+                libc::abort();
+            }
+        }
+        false
+    }
+
     fn discard(&mut self, ptr: NonNull<u8>, len: usize) {
         // SAFETY: the range lies in a run this source handed out; its contents are dead.
         unsafe { libc::madvise(ptr.as_ptr().cast(), len, libc::MADV_DONTNEED) };

@@ -27,6 +27,9 @@ pub struct PageCounts {
     pub huge_pages: usize,
     /// Pages of freed huge segments kept for reuse (part of `huge_pages`).
     pub cached_huge_pages: usize,
+    /// Resident pages moved from cached huge segments into new ones instead of faulting fresh
+    /// pages in (a running total; `large/gather.rs`).
+    pub gathered_pages: usize,
     /// Free pages inside segments.
     pub free_pages: usize,
     /// Pages of the segment map's tables.

@@ -81,6 +81,22 @@ pub trait PageSource {
         false
     }
 
+    /// Moves the pages of `len` bytes at `from` (whole pages, inside one mapping of a span it
+    /// handed out, all with the same protection) to `to` (whole pages inside another span),
+    /// contents and all, without copying: a hosted source remaps them (`mremap`), so resident
+    /// pages change place without page faults. The pages at `to` are replaced; `from` is left
+    /// without pages (nothing may access it until its span is freed). The protection moves with
+    /// the pages. True when done; the default cannot and answers false, and then both ranges are
+    /// as they were, or `to` holds fresh zero pages, readable and writable.
+    ///
+    /// # Safety
+    /// Both ranges lie in spans of this source that the caller owns and nothing accesses; they
+    /// do not overlap.
+    unsafe fn move_pages(&mut self, from: NonNull<u8>, to: NonNull<u8>, len: usize) -> bool {
+        let _ = (from, to, len);
+        false
+    }
+
     /// For a source over a fixed region: the bytes of pages it holds, allocated or not. `None`
     /// (the default) for a source without a fixed bound, such as mmap. [`crate::Kmalloc::new`]
     /// sizes its default segments from it and checks that one segment fits.
@@ -140,6 +156,10 @@ impl<P: PageSource + ?Sized> PageSource for &mut P {
     }
     fn protect(&mut self, ptr: NonNull<u8>, len: usize, access: bool) -> bool {
         (**self).protect(ptr, len, access)
+    }
+    unsafe fn move_pages(&mut self, from: NonNull<u8>, to: NonNull<u8>, len: usize) -> bool {
+        // SAFETY: the caller upholds `move_pages`'s contract for the inner source.
+        unsafe { (**self).move_pages(from, to, len) }
     }
     fn capacity(&self) -> Option<usize> {
         (**self).capacity()

@@ -149,12 +149,15 @@ const _: () = assert!(size_of::<SegmentHeader>() <= size_of::<BuddyLink>());
 /// page-layer lock and are atomics so that lookups read them without it. `resident` (at least
 /// `object_len`, at most the room after `object_off`) bounds the bytes from the object's start
 /// that may hold memory: a cached segment that served a smaller request keeps its tail's pages,
-/// inaccessible, for the next larger one (`large.rs`, the cache's bound).
+/// inaccessible, for the next larger one (`large.rs`, the cache's bound). `movable` bytes from
+/// the object's start lie in one mapping of the source (one piece for
+/// [`PageSource::move_pages`](crate::PageSource::move_pages); `large/gather.rs`).
 #[repr(C)]
 pub(crate) struct HugeInfo {
     pub(crate) object_off: usize,
     pub(crate) object_len: AtomicUsize,
     pub(crate) resident: usize,
+    pub(crate) movable: usize,
     pub(crate) cached: AtomicBool,
     pub(crate) cached_at: u64,
     /// The span as taken from the page source: pages, alignment, offset.

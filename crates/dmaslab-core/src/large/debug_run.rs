@@ -153,6 +153,7 @@ impl<P: PageSource> PageLayer<P> {
                 object_off: l.start,
                 object_len: AtomicUsize::new(len),
                 resident: len,
+                movable: 0,
                 cached: AtomicBool::new(false),
                 cached_at: 0,
                 span_pages: l.span_pages,

@@ -38,7 +38,7 @@ const FIT_SLACK: usize = 4;
 /// `huge_cache_cap`, or the cache is empty. `ops` counts large
 /// allocations and frees (the clock of a source without one).
 pub(crate) struct HugeCache {
-    segs: [*mut SegmentHeader; HUGE_CACHE_SLOTS],
+    pub(super) segs: [*mut SegmentHeader; HUGE_CACHE_SLOTS],
     pub(super) len: usize,
     pages: usize,
     tail_bytes: usize,
@@ -57,7 +57,7 @@ impl HugeCache {
         live_peak: 0,
     };
 
-    fn remove(&mut self, at: usize) -> *mut SegmentHeader {
+    pub(super) fn remove(&mut self, at: usize) -> *mut SegmentHeader {
         let seg = self.segs[at];
         self.segs.copy_within(at + 1..self.len, at);
         self.len -= 1;
@@ -75,14 +75,14 @@ impl<P: PageSource> PageLayer<P> {
     }
 
     /// [`huge_cache_cap`](Self::huge_cache_cap) were `live` bytes in use.
-    fn cap_with_live(&self, live: usize) -> usize {
+    pub(super) fn cap_with_live(&self, live: usize) -> usize {
         let spare = self.huge_cache.live_peak.saturating_sub(live);
         (spare + HUGE_CACHE_SLACK_BYTES).min(HUGE_CACHE_BYTES)
     }
 
     /// Bytes the cache holds beyond the objects in use: its segments' spans and the resident
     /// tails of the segments it handed out.
-    fn cache_held(&self) -> usize {
+    pub(super) fn cache_held(&self) -> usize {
         (self.huge_cache.pages << self.page_shift) + self.huge_cache.tail_bytes
     }
 
@@ -152,7 +152,7 @@ impl<P: PageSource> PageLayer<P> {
     ///
     /// # Safety
     /// `seg` was a cache entry (a live huge segment without an object).
-    unsafe fn uncache(&mut self, map: &SegmentMap, seg: *mut SegmentHeader) {
+    pub(super) unsafe fn uncache(&mut self, map: &SegmentMap, seg: *mut SegmentHeader) {
         // SAFETY: as the caller promises.
         unsafe {
             let pages = (*SegmentHeader::huge_info(seg)).span_pages;
