@@ -212,7 +212,8 @@ impl<P: PageSource> PageLayer<P> {
 
     /// Asks the source to map in, ahead of their first writes, the blocks of the slab run
     /// `i..i + 2^order` of `seg` not populated since the segment was made or the block was last
-    /// discarded: one call per 256 KiB instead of a page fault per page. A slab's pages are
+    /// discarded, once the layer holds a block of slab pages: one call per 256 KiB instead of a
+    /// page fault per page. A slab's pages are
     /// all written soon (its objects are handed out in address order), and its neighbours in
     /// the block are the next slabs the buddy hands out.
     ///
@@ -220,6 +221,11 @@ impl<P: PageSource> PageLayer<P> {
     /// `seg` is a live normal segment and the run lies in it; the page-layer lock is held.
     unsafe fn populate_run(&mut self, seg: *mut SegmentHeader, i: usize, order: u32) {
         let d = self.block_order();
+        if self.counts.slab_pages < 1 << d {
+            // Less than a block of slabs: the pages fault in as they are written, so a small
+            // program's heap costs the pages it touches, not 256 KiB.
+            return;
+        }
         let end = ((i + (1 << order) - 1) >> d) + 1;
         for b in (i >> d)..end.min(TRACKED_BLOCKS) {
             // SAFETY: `seg` is live and its bitmap is ours under the lock (caller).

@@ -128,11 +128,17 @@ impl Heap {
     /// caches belong to the process-wide heap ([`heap`]), so a standalone heap keeps one
     /// [`CpuCache`] that its threads share under a lock.
     pub fn new(settings: Settings) -> Heap {
-        Heap::build(settings, false)
+        let mut slot = MaybeUninit::uninit();
+        Heap::build_in(&mut slot, settings, false);
+        // SAFETY: `build_in` initialised the slot.
+        unsafe { slot.assume_init() }
     }
 
-    /// Builds a heap; `per_thread`: it is the process-wide heap, whose threads keep caches.
-    fn build(settings: Settings, per_thread: bool) -> Heap {
+    /// Builds a heap in `slot`, field by field: the process-wide heap is built in its static
+    /// this way, so no heap-sized value (58 KiB) passes through the stack, whose touched pages
+    /// would stay resident in every program; `per_thread`: it is the process-wide heap, whose
+    /// threads keep caches.
+    fn build_in(slot: &mut MaybeUninit<Heap>, settings: Settings, per_thread: bool) {
         dmaslab_core::set_relax_hook(platform::yield_cpu);
         let mut config = Config::new(settings.policy)
             .dma_minalign(settings.dma_minalign)
@@ -142,25 +148,24 @@ impl Heap {
             .quarantine(settings.quarantine)
             .classes(ClassSet::Fine);
         config.empty_slabs_kept = EMPTY_SLABS_KEPT;
-        let core = match Kmalloc::new(MmapPageSource::new(), config) {
-            Ok(k) => k,
-            Err(_) => fatal("cannot build the allocator (bad configuration)"),
-        };
-        let mut h = Heap {
-            core,
-            settings,
-            exit_key: None,
-            debug: settings.debug,
-            per_thread,
-            shared: SpinLock::new(CpuCache::NEW),
-        };
-        let mut key: libc::pthread_key_t = 0;
-        // SAFETY: `key` is a valid out-parameter; the destructor is an `extern "C"` fn that
-        // never unwinds.
-        if unsafe { libc::pthread_key_create(&mut key, Some(thread_exit)) } == 0 {
-            h.exit_key = Some(key);
+        let h = slot.as_mut_ptr();
+        // SAFETY: `h` points to the slot, valid for writes and aligned; each field is written
+        // once through a raw place, and the core's slot has the core's layout.
+        unsafe {
+            let core = &mut *ptr::addr_of_mut!((*h).core).cast::<MaybeUninit<Kmalloc<_>>>();
+            if Kmalloc::init(core, MmapPageSource::new(), config).is_err() {
+                fatal("cannot build the allocator (bad configuration)");
+            }
+            ptr::addr_of_mut!((*h).settings).write(settings);
+            ptr::addr_of_mut!((*h).debug).write(settings.debug);
+            ptr::addr_of_mut!((*h).per_thread).write(per_thread);
+            ptr::addr_of_mut!((*h).shared).write(SpinLock::new(CpuCache::NEW));
+            let mut key: libc::pthread_key_t = 0;
+            // SAFETY: `key` is a valid out-parameter; the destructor is an `extern "C"` fn
+            // that never unwinds.
+            let made = libc::pthread_key_create(&mut key, Some(thread_exit)) == 0;
+            ptr::addr_of_mut!((*h).exit_key).write(made.then_some(key));
         }
-        h
     }
 
     /// The core allocator.
@@ -507,10 +512,13 @@ fn init_heap() -> &'static Heap {
     loop {
         match STATE.compare_exchange(UNINIT, BUSY, Ordering::Acquire, Ordering::Acquire) {
             Ok(_) => {
-                let h = Heap::build(Settings::for_process(), true);
                 learn_tls_offset();
                 // SAFETY: we won the race; nobody reads the slot before `READY`.
-                let h = unsafe { (*HEAP.0.get()).write(h) };
+                let h = unsafe {
+                    let slot = &mut *HEAP.0.get();
+                    Heap::build_in(slot, Settings::for_process(), true);
+                    slot.assume_init_ref()
+                };
                 if h.fast_paths() {
                     fast_path::publish(&h.core);
                 }
