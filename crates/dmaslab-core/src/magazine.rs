@@ -149,6 +149,10 @@ impl Magazine {
                 set_first_word(p, 0);
             }
             (*m).count = n;
+            // The next pop's object, on its way into the cache while the caller uses this
+            // one: after a burst of frees it was last written long ago, and its tag check is
+            // the pop's one cache miss (tcmalloc prefetches its free list's next object too).
+            prefetch(Magazine::top(m));
             Take::Object(NonNull::new_unchecked(p))
         }
     }
@@ -183,6 +187,19 @@ impl Magazine {
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }
+}
+
+/// Asks the CPU to bring the line at `p` into its caches: a hint that never faults, whatever
+/// `p` is (null included).
+#[inline(always)]
+fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch reads nothing architecturally and cannot fault.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 #[cfg(test)]

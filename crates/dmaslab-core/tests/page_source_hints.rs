@@ -188,7 +188,11 @@ fn a_small_heap_is_not_populated_ahead() {
     let mut live = Vec::new();
     let mut i = 0;
     while k.totals().pages.slab_pages < block_pages {
-        assert_eq!(seen.load(Ordering::Relaxed), 0, "populated with a small heap");
+        assert_eq!(
+            seen.load(Ordering::Relaxed),
+            0,
+            "populated with a small heap"
+        );
         live.push(k.kmalloc(16 << (i % 8), Gfp::KERNEL).expect("memory"));
         i += 1;
     }
