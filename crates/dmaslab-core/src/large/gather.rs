@@ -73,13 +73,12 @@ impl<P: PageSource> PageLayer<P> {
                 filled += n;
             }
         }
-        // SAFETY: `obj..obj + filled` lies in the caller's object.
-        if filled > 0
-            && !self
-                .source
-                .protect(unsafe { NonNull::new_unchecked(obj) }, filled, true)
-        {
-            return None;
+        if filled > 0 {
+            // SAFETY: `obj` starts the caller's object: not null.
+            let start = unsafe { NonNull::new_unchecked(obj) };
+            if !self.source.protect(start, filled, true) {
+                return None;
+            }
         }
         self.counts.gathered_pages += filled >> self.page_shift;
         Some(first)
