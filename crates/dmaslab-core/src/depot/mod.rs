@@ -17,11 +17,8 @@ mod atomic {
 use crate::magazine::Magazine;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-/// Loaded (non-empty) magazines a cache's depot keeps at most. Every class in use may fill its
-/// depot, so the bound is paid once per class: at 32, sqlite3 building and vacuuming a 132k-line
-/// script peaked at 37.6 MB (glibc 22.3), at 16 35.4, at 8 31.8, at 4 30.5; cross-thread rows'
-/// lock calls stay within their spread at 8 (BENCHMARKS.md, round seven).
-pub const DEPOT_FULL_MAX: usize = 8;
+/// Loaded (non-empty) magazines a cache's depot keeps at most.
+pub const DEPOT_FULL_MAX: usize = 32;
 /// Empty magazines a cache's depot keeps at most.
 pub const DEPOT_EMPTY_MAX: usize = 32;
 
